@@ -1,0 +1,32 @@
+# make test : venv + install + pytest (what CI runs)     make demo : prep -> train -> eval -> generate on CPU
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= runs/demo
+DATA ?= data/stdlib
+
+.PHONY: venv test demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-build-isolation deepspeed
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -x --timeout=900 tests
+
+demo: $(STAMP)
+	test -f $(DATA)/metadata.json || $(BIN)/mythos-prep stdlib --out $(DATA) --vocab-size 4096
+	$(BIN)/mythos-train --config configs/tiny-cpu.toml --run.dir $(RUN) --data.path $(DATA)
+	$(BIN)/mythos-eval $(RUN) --loops 1,2,4,8,16
+	$(BIN)/mythos-generate $(RUN) --prompt "def main(" --loops 8 --max-new-tokens 64
+	@echo "Watch it: $(BIN)/tensorboard --logdir $(RUN)/tb"
+
+clean:
+	rm -rf $(VENV) runs
