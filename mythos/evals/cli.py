@@ -1,0 +1,73 @@
+"""mythos-eval RUN --loops 1,2,4,8,16: validation loss per loop count, as a table and a PNG plot."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from mythos.errors import UserError, cli_entry
+
+
+def parse_loops(text: str) -> list[int]:
+    try:
+        loops = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--loops: expected comma-separated integers, got {text!r}") from None
+    if not loops or min(loops) < 1:
+        raise UserError(f"--loops: expected positive integers, got {text!r}")
+    return loops
+
+
+def plot(results: dict[int, float], out: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = sorted(results)
+    ax.plot(xs, [results[x] for x in xs], marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("loops at inference")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mythos-eval", description=__doc__)
+    p.add_argument("run", help="run directory")
+    p.add_argument("--loops", default="1,2,4,8,16")
+    p.add_argument("--batches", type=int, default=None, help="validation batches (default: data.val_batches)")
+    p.add_argument("--out", default=None, help="PNG path (default: RUN/eval_loops.png)")
+    args = p.parse_args(argv)
+    loops = parse_loops(args.loops)
+    from mythos.evals.load import load_run
+    from mythos.evals.validate import validation_loss
+    from mythos.parallel.env import DistEnv
+    model, cfg, _ = load_run(args.run)
+    env = DistEnv.from_environment("cpu")
+    batches = args.batches or cfg.data.val_batches
+    counts = [None] if cfg.model.mode == "dense" else loops
+    results = {}
+    print(f"{'loops':>6} | {'val loss':>9} | {'ppl':>9}")
+    for n in counts:
+        loss = validation_loss(model, cfg.data.path, seq_len=cfg.train.seq_len, global_batch=cfg.train.global_batch,
+                               batches=batches, env=env, n_loops=n, micro_batch=cfg.train.micro_batch,
+                               seed=cfg.train.seed)
+        results[n or 0] = loss
+        print(f"{n or '-':>6} | {loss:9.4f} | {math.exp(min(loss, 50)):9.2f}", flush=True)
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run / "eval_loops.png"
+    (run / "eval_loops.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+    plot(results, out, f"{cfg.model_name}: validation loss vs loops")
+    print(f"plot: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Load a trained model for inference from a run directory (latest checkpoint) or a `mythos-export` file."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mythos.config import build_config, load_toml
+from mythos.errors import UserError
+from mythos.model import ModelConfig, Mythos
+from mythos.train.checkpoint import CheckpointManager
+
+EXPORT_FORMAT = "mythos-export-v1"
+TOKENIZER_KEY = "__tokenizer_model__"
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    from mythos.config import apply_dict
+    cfg = ModelConfig.named(d.get("name", "tiny")) if "name" in d else ModelConfig()
+    apply_dict(cfg, {k: v for k, v in d.items() if k != "name"}, "model.")
+    return cfg
+
+
+def load_run(run_dir: str | Path):
+    """(model in eval mode, Config, tokenizer path) from a run directory's config.toml and latest checkpoint."""
+    run = Path(run_dir)
+    if not (run / "config.toml").is_file():
+        raise UserError(f"{run}: not a run directory (no config.toml)")
+    cfg = build_config(load_toml(run / "config.toml"))
+    model = Mythos(cfg.model)
+    CheckpointManager(run, keep=1).load(model, optimizer=None)
+    model.eval()
+    tok = Path(cfg.data.path.split(",")[0].split("@")[0]) / "tokenizer.model"
+    return model, cfg, tok
+
+
+def export(run_dir: str | Path, out: str | Path) -> Path:
+    from safetensors.torch import save_file
+    model, cfg, tok = load_run(run_dir)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if tok.is_file():
+        tensors[TOKENIZER_KEY] = torch.frombuffer(bytearray(tok.read_bytes()), dtype=torch.uint8)
+    meta = {"format": EXPORT_FORMAT, "model_config": json.dumps(dataclasses.asdict(cfg.model)),
+            "model_name": cfg.model_name}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(out)
+    return out
+
+
+def load_exported(path: str | Path):
+    """(model in eval mode, model config, tokenizer path in a temp dir or None) from an exported file."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != EXPORT_FORMAT:
+        raise UserError(f"{path}: not a mythos-export file (format {meta.get('format')!r})")
+    cfg = model_config_from_dict(json.loads(meta["model_config"]))
+    tensors = load_file(str(path))
+    tok_path = None
+    if TOKENIZER_KEY in tensors:
+        tok_path = Path(tempfile.mkdtemp(prefix="mythos-tok-")) / "tokenizer.model"
+        tok_path.write_bytes(tensors.pop(TOKENIZER_KEY).numpy().tobytes())
+    model = Mythos(cfg)
+    model.load_state_dict(tensors)
+    model.eval()
+    return model, cfg, tok_path
+
+
+def load_any(path: str | Path):
+    """(model, model config, tokenizer path) from a run directory or an exported file."""
+    p = Path(path)
+    if p.is_dir():
+        model, cfg, tok = load_run(p)
+        return model, cfg.model, tok
+    if p.is_file():
+        return load_exported(p)
+    raise UserError(f"{p}: no such run directory or export file")

@@ -1,0 +1,124 @@
+"""DeepSeekMoE FFN: many small routed experts (top-k) + always-on shared experts, aux-loss-free balancing.
+
+Dispatch is vectorised: the N*k (token, expert) pairs are sorted by expert, the expert matmuls run on the sorted
+rows (`torch._grouped_mm` with cumulative offsets where the dtype allows, else a loop over experts on contiguous
+slices), and results are scattered back with `index_add_`. Never a per-token mask or loop.
+
+Balancing: a `bias` buffer is added to the router scores for top-k SELECTION only; gate values come from the
+unbiased scores. The trainer calls `update_bias(load_E)` after each optimizer step with the (all-reduced)
+`tokens_per_expert` counts. The counter is accumulated by Mythos.forward from the loads each call returns (not inside
+this module), so activation-checkpoint recomputation never double-counts.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mythos.model.config import ModelConfig
+
+_GROUPED_MM = hasattr(torch, "_grouped_mm")
+_GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming gradient contiguous: _grouped_mm's backward rejects expanded
+    (stride-0) gradients such as the one `.sum().backward()` produces."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.contiguous()
+
+
+class SwiGLU(nn.Module):
+    """Dense SwiGLU MLP (dense blocks and the fused shared experts)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(dim, 2 * hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w2.weight._is_out_proj = True
+
+    def forward(self, x):
+        g, u = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(g) * u)
+
+
+class MoE(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        m = cfg.moe
+        self.n_experts, self.top_k, self.hidden = m.n_routed, m.top_k, m.expert_dim
+        self.score, self.norm_topk, self.route_scale, self.rate = m.score, m.norm_topk, m.route_scale, m.bias_update_rate
+        self.router = nn.Linear(cfg.dim, m.n_routed, bias=False)
+        # Stacked expert weights: gate|up fused [E, D, 2F] and down [E, F, D] (grouped-mm layout x @ w[e]).
+        self.w13_EDF = nn.Parameter(torch.empty(m.n_routed, cfg.dim, 2 * m.expert_dim))
+        self.w2_EFD = nn.Parameter(torch.empty(m.n_routed, m.expert_dim, cfg.dim))
+        self.w2_EFD._is_out_proj = True
+        self.shared = SwiGLU(cfg.dim, m.n_shared * (m.shared_dim or m.expert_dim)) if m.n_shared else None
+        self.register_buffer("bias", torch.zeros(m.n_routed))
+        self.register_buffer("tokens_per_expert", torch.zeros(m.n_routed))
+        self.use_grouped_mm = _GROUPED_MM  # tests / benchmarks can force the slice loop
+
+    # ---- routing ----------------------------------------------------------------------------------------------------
+    def route(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(expert ids [N,k], gates [N,k], unbiased scores [N,E]); the bias only changes which experts are picked."""
+        logits_NE = F.linear(x_ND.float(), self.router.weight.float())
+        scores_NE = logits_NE.sigmoid() if self.score == "sigmoid" else logits_NE.softmax(-1)
+        idx_NK = torch.topk(scores_NE.detach() + self.bias, self.top_k, dim=-1, sorted=False).indices
+        gates_NK = scores_NE.gather(1, idx_NK)
+        if self.norm_topk:
+            gates_NK = gates_NK / (gates_NK.sum(-1, keepdim=True) + 1e-20)
+        return idx_NK, gates_NK * self.route_scale, scores_NE
+
+    # ---- experts ----------------------------------------------------------------------------------------------------
+    def expert_compute(self, x_sorted_MD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        """Routed experts on rows sorted by expert (counts_E rows each, in expert order). Expert parallelism replaces
+        this one method (all-to-all the rows to the experts' owners, compute, all-to-all back)."""
+        dtype = torch.get_autocast_dtype(x_sorted_MD.device.type) if torch.is_autocast_enabled(
+            x_sorted_MD.device.type) else x_sorted_MD.dtype
+        x = x_sorted_MD.to(dtype)
+        w13, w2 = self.w13_EDF.to(dtype), self.w2_EFD.to(dtype)
+        if self.use_grouped_mm and dtype in _GROUPED_DTYPES and x.shape[0] > 0:
+            offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
+            h_MF2 = _ContiguousGrad.apply(torch._grouped_mm(x, w13, offs=offs_E))
+            g, u = h_MF2.chunk(2, dim=-1)
+            return _ContiguousGrad.apply(torch._grouped_mm((F.silu(g) * u).contiguous(), w2, offs=offs_E))
+        outs, start = [], 0
+        for e, n in enumerate(counts_E.tolist()):
+            if n:
+                g, u = (x[start:start + n] @ w13[e]).chunk(2, dim=-1)
+                outs.append((F.silu(g) * u) @ w2[e])
+            start += n
+        return torch.cat(outs) if outs else x.new_zeros(0, x.shape[-1])
+
+    def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output [B,T,D], routed-token counts per expert [E] for this call)."""
+        shape = x_BTD.shape
+        x_ND = x_BTD.reshape(-1, shape[-1])
+        idx_NK, gates_NK, _ = self.route(x_ND)
+        flat_M = idx_NK.reshape(-1)
+        order_M = torch.argsort(flat_M, stable=True)
+        token_M = order_M // self.top_k
+        counts_E = torch.bincount(flat_M, minlength=self.n_experts)
+        y_sorted_MD = self.expert_compute(x_ND[token_M], counts_E)
+        y_sorted_MD = y_sorted_MD * gates_NK.reshape(-1)[order_M, None].to(y_sorted_MD.dtype)
+        out_ND = torch.zeros(x_ND.shape, dtype=y_sorted_MD.dtype, device=x_ND.device).index_add_(0, token_M, y_sorted_MD)
+        if self.shared is not None:
+            out_ND = out_ND + self.shared(x_ND).to(out_ND.dtype)
+        return out_ND.view(shape), counts_E.detach().float()
+
+    # ---- aux-loss-free balancing ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_bias(self, load_E: torch.Tensor | None = None) -> None:
+        """bias += rate * sign(mean_load - load), re-centred to zero mean; resets the token counter.
+        load_E defaults to this module's own counter (single process); pass the all-reduced counts otherwise."""
+        load = (self.tokens_per_expert if load_E is None else load_E).to(self.bias.device, torch.float32)
+        if load.sum() > 0:
+            self.bias += self.rate * torch.sign(load.mean() - load)
+            self.bias -= self.bias.mean()
+        self.tokens_per_expert.zero_()

@@ -1,0 +1,21 @@
+"""Rotary position embedding in real arithmetic (cos/sin tables, no complex tensors), so bf16 autocast and
+torch.compile treat it like any other elementwise op. Tables are computed in fp32 for the positions asked for."""
+from __future__ import annotations
+
+import torch
+
+
+def rope_tables(pos0: int, length: int, dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape [length, dim/2] for positions pos0 .. pos0+length-1 (fp32)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, device=device, dtype=torch.float32) / dim))
+    pos = torch.arange(pos0, pos0 + length, device=device, dtype=torch.float32)
+    ang_TF = torch.outer(pos, inv_freq)
+    return ang_TF.cos(), ang_TF.sin()
+
+
+def apply_rope(x_BHTR: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[..., :R/2], x[..., R/2:]) by the position angle (the "rotate-half" layout)."""
+    half = x_BHTR.shape[-1] // 2
+    x1, x2 = x_BHTR[..., :half].float(), x_BHTR[..., half:].float()
+    out = torch.cat((x1 * cos_TF - x2 * sin_TF, x2 * cos_TF + x1 * sin_TF), dim=-1)
+    return out.to(x_BHTR.dtype)

@@ -1,0 +1,27 @@
+"""mythos-train --config configs/NAME.toml [--section.key value ...] (alone or under torchrun)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mythos.config import load_config, parse_overrides
+from mythos.errors import cli_entry
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mythos-train", description=__doc__,
+                                epilog="Any config key can be overridden: --train.steps 100 --model.name small")
+    p.add_argument("--config", required=True, help="TOML config (see configs/)")
+    args, rest = p.parse_known_args(argv)
+    cfg = load_config(args.config, parse_overrides(rest))
+    from mythos.train.trainer import EXIT_DIVERGED, TrainingDiverged, train
+    try:
+        return train(cfg)
+    except TrainingDiverged as e:
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Fault injection for tests of failure paths: MYTHOS_FAULTS="where@step[,where@step...]".
+
+`checkpoint_write@N` SIGKILLs the process in the middle of writing checkpoint N; `nan_loss@N` makes step N's loss
+non-finite. Unset in normal runs, where `hook` does nothing.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+
+def _parse() -> set[tuple[str, int]]:
+    spec = os.environ.get("MYTHOS_FAULTS", "")
+    out = set()
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        where, _, step = item.partition("@")
+        out.add((where, int(step)))
+    return out
+
+
+_FAULTS = _parse()
+
+
+def active(where: str, step: int) -> bool:
+    return (where, step) in _FAULTS
+
+
+def hook(where: str, step: int) -> None:
+    if where == "checkpoint_write" and active(where, step):
+        os.kill(os.getpid(), signal.SIGKILL)

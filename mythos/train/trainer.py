@@ -1,0 +1,247 @@
+"""The training loop. Reads top to bottom: set up, resume, then one optimizer step per iteration.
+
+Checkpointing, metrics and signal handling are small components (checkpoint.py, metrics.py, signals.py) hung off it.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from mythos.config import Config, save_config
+from mythos.data import build_loader, check_vocab, read_metadata
+from mythos.errors import UserError
+from mythos.evals.validate import validation_loss
+from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
+from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, parallelize
+from mythos.train import faults
+from mythos.train.checkpoint import CheckpointManager, set_rng_state
+from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
+from mythos.train.optim import build_optimizer, build_scheduler
+from mythos.train.signals import EXIT_REQUEUE, StopFlag
+
+EXIT_DIVERGED = 3
+
+
+class TrainingDiverged(Exception):
+    pass
+
+
+def loops_for_step(sampler: LoopSampler, seed: int, step: int) -> int:
+    """The loop count of `step`, a function of (seed, step) only: every rank draws the same count, and a resumed
+    run draws what the uninterrupted run drew, with no sampler state to save."""
+    return sampler.sample(torch.Generator().manual_seed(seed * 1_000_003 + step))
+
+
+def first_data_dir(spec: str) -> Path:
+    return Path(spec.split(",")[0].split("@")[0])
+
+
+def resolve_model_config(cfg: Config, data_vocab: int, data_dir: Path) -> ModelConfig:
+    """The data decides the vocab unless the user set model.vocab_size, which must then match it."""
+    named_vocab = ModelConfig.named(cfg.model_name).vocab_size
+    if cfg.model.vocab_size != named_vocab:
+        check_vocab(data_dir, cfg.model.vocab_size)
+        return cfg.model
+    return dataclasses.replace(cfg.model, vocab_size=data_vocab)
+
+
+def train(cfg: Config) -> int:
+    env = DistEnv.from_environment(cfg.train.device)
+    try:
+        return _train(cfg, env)
+    finally:
+        env.shutdown()
+
+
+def _train(cfg: Config, env: DistEnv) -> int:
+    t = cfg.train
+    run_dir = Path(cfg.run.dir)
+    if not cfg.data.path:
+        raise UserError("config key 'data.path': required (a directory made by mythos-prep)")
+    data_dir = first_data_dir(cfg.data.path)
+    meta = read_metadata(data_dir)
+    cfg.model = resolve_model_config(cfg, int(meta["vocab_size"]), data_dir)
+    if t.global_batch % env.world_size or (t.global_batch // env.world_size) % t.micro_batch:
+        raise UserError(f"config key 'train.global_batch': {t.global_batch} must split into {env.world_size} ranks "
+                        f"x whole micro-batches of train.micro_batch={t.micro_batch}")
+    n_micro = t.global_batch // env.world_size // t.micro_batch
+    if env.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.toml")
+
+    # ---- model, optimizer, data
+    torch.manual_seed(t.seed)
+    model = Mythos(cfg.model)
+    stats = model_stats(cfg.model, n_loops=1, seq_len=t.seq_len)
+    model = parallelize(model, env, cfg.parallel)
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, t)
+    loader = build_loader(cfg.data.path, split="train", seq_len=t.seq_len, global_batch=t.global_batch,
+                          rank=env.rank, world_size=env.world_size, seed=t.seed)
+    sampler = LoopSampler(cfg.model.loops) if cfg.model.mode != "dense" else None
+    ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook)
+
+    # ---- resume
+    step, tokens_seen = 0, 0
+    if ckpt.latest_dir() is not None:
+        state = ckpt.load(model, optimizer)
+        if state.get("vocab_size", cfg.model.vocab_size) != cfg.model.vocab_size:
+            raise UserError(f"{ckpt.latest_dir()}: checkpoint vocab {state['vocab_size']} differs from the data's "
+                            f"{cfg.model.vocab_size}")
+        scheduler.load_state_dict(state["scheduler"])
+        loader.load_state_dict(state["data"])
+        if "rng" in state:
+            set_rng_state(state["rng"])
+        step, tokens_seen = state["step"], state["tokens_seen"]
+    metrics = MetricsLogger(run_dir, enabled=env.rank == 0, tensorboard=cfg.metrics.tensorboard, resume_step=step)
+    if step:
+        metrics.console(f"resumed from {ckpt.latest_dir()} at step {step}")
+    metrics.console(f"model {cfg.model_name}: {stats['total_params'] / 1e6:.2f}M params, "
+                    f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} | device {env.device}")
+
+    def trainer_state() -> dict:
+        return {"scheduler": scheduler.state_dict(), "data": loader.state_dict(), "tokens_seen": tokens_seen,
+                "vocab_size": cfg.model.vocab_size, "model_config": dataclasses.asdict(cfg.model)}
+
+    def save(at_step: int) -> None:
+        ckpt.save(at_step, model, optimizer, trainer_state())
+        metrics.console(f"checkpoint step {at_step} -> {ckpt.root / f'step_{at_step:07d}'}")
+
+    # ---- the loop
+    stop = StopFlag().install()
+    flops_peak = peak_flops(env.device, cfg.metrics.peak_tflops)
+    autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.dtype == "bf16"
+                else contextlib.nullcontext())
+    tokens_per_step = t.global_batch * t.seq_len
+    start_step, t_start, t_last_ckpt = step, time.perf_counter(), time.perf_counter()
+    nonfinite_in_a_row = 0
+    train_loops = sampler.typical() if sampler else 1
+    model.train()
+    while step < t.steps:
+        t0 = time.perf_counter()
+        loops = loops_for_step(sampler, t.seed, step) if sampler else None
+        inputs_BT, targets_BT = loader.next_batch()
+        ce_sum = torch.zeros((), device=env.device)
+        aux_sum = torch.zeros((), device=env.device)
+        out = None
+        for m in range(n_micro):
+            sl = slice(m * t.micro_batch, (m + 1) * t.micro_batch)
+            x_BT, y_BT = inputs_BT[sl].to(env.device), targets_BT[sl].to(env.device)
+            with autocast:
+                out = model(x_BT, n_loops=loops)
+                ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), y_BT.flatten())
+                if faults.active("nan_loss", step + 1):
+                    ce = ce * float("nan")
+                loss = (ce + out.aux_loss) / n_micro
+            loss.backward()
+            ce_sum += ce.detach()
+            aux_sum += out.aux_loss.detach()
+        ce_mean = all_reduce_mean(ce_sum / n_micro)
+        grad_norm = clip_grad_norm(model, t.grad_clip)
+        step += 1
+        if not (math.isfinite(ce_mean) and math.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            nonfinite_in_a_row += 1
+            metrics.warn(f"step {step}: non-finite loss {ce_mean} / grad norm {grad_norm}; step skipped "
+                         f"({nonfinite_in_a_row}/{t.max_nonfinite_steps})")
+            if nonfinite_in_a_row >= t.max_nonfinite_steps:
+                raise TrainingDiverged(f"{nonfinite_in_a_row} non-finite steps in a row (train.max_nonfinite_steps); "
+                                       f"stopped at step {step}; last checkpoint: {ckpt.latest_dir()}")
+            continue
+        nonfinite_in_a_row = 0
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        for moe in model.moe_modules():
+            moe.update_bias(all_reduce_sum(moe.tokens_per_expert.clone()))
+        tokens_seen += tokens_per_step
+
+        # ---- metrics
+        dt = time.perf_counter() - t0
+        tok_s = tokens_per_step / dt
+        n_for_flops = loops if loops is not None else 1
+        flops_tok = model_stats(cfg.model, n_loops=n_for_flops, seq_len=t.seq_len)["flops_per_token"]
+        mfu = flops_tok * tok_s / (flops_peak * env.world_size)
+        record = {"step": step, "loss": ce_mean, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
+                  "loops": loops if loops is not None else 0, "ponder": all_reduce_mean(aux_sum / n_micro),
+                  "mfu": mfu, "tokens": tokens_seen}
+        metrics.log_step(record, per_loop_scalars(out) | {"sys/memory_mb": memory_mb(env.device)})
+        if step % t.log_interval == 0 or step == t.steps or step == start_step + 1:
+            elapsed = time.perf_counter() - t_start
+            eta = elapsed / (step - start_step) * (t.steps - step)
+            metrics.console(f"step {step}/{t.steps} | loss {ce_mean:.4f} | loops {record['loops']} | lr {lr:.2e} | "
+                            f"gnorm {grad_norm:.2f} | {tok_s / 1e3:.1f}k tok/s | MFU {100 * mfu:.1f}% | "
+                            f"ETA {format_duration(eta)}")
+
+        # ---- validation, checkpoints, stop requests
+        if t.eval_interval and step % t.eval_interval == 0 and step < t.steps:
+            run_validation(model, cfg, env, metrics, step, train_loops)
+        now = time.perf_counter()
+        timed = cfg.checkpoint.interval_minutes > 0 and now - t_last_ckpt >= 60 * cfg.checkpoint.interval_minutes
+        if t.time_limit_minutes and now - t_start >= 60 * t.time_limit_minutes:
+            stop.request()
+        stopping = stop.any_rank_set(env.device)
+        if stopping or any_rank(timed, env) or (cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0):
+            save(step)
+            t_last_ckpt = time.perf_counter()
+        if stopping and step < t.steps:
+            metrics.console(f"stop requested (signal {stop.signum}); checkpointed step {step}; "
+                            f"exit {EXIT_REQUEUE} (requeue)")
+            metrics.close()
+            return EXIT_REQUEUE
+
+    if cfg.checkpoint.final and step not in ckpt.complete_steps():
+        save(step)
+    if step > start_step or step == t.steps:
+        run_validation(model, cfg, env, metrics, step, train_loops)
+    metrics.close()
+    return 0
+
+
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    return all_reduce_sum(torch.tensor(float(flag), device=env.device)) > 0
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
+    if hasattr(norm, "full_tensor"):
+        norm = norm.full_tensor()
+    return float(norm)
+
+
+def per_loop_scalars(out) -> dict[str, float]:
+    scalars = {"model/injection_decay_max": float(out.injection_decay_max), "model/ponder": float(out.ponder)}
+    if out.hidden_norm_L is not None:
+        for i, v in enumerate(out.hidden_norm_L.tolist()):
+            scalars[f"model/hidden_norm/loop_{i:02d}"] = v
+    if out.router_load_LE is not None:
+        load = out.router_load_LE.float()
+        ratio = load.max(dim=1).values / load.mean(dim=1).clamp_min(1e-9)
+        for i, v in enumerate(ratio.tolist()):
+            scalars[f"moe/load_max_over_mean/loop_{i:02d}"] = v
+    for k, v in (out.halt_stats or {}).items():
+        scalars[f"act/{k}"] = float(v)
+    return scalars
+
+
+def run_validation(model, cfg: Config, env: DistEnv, metrics: MetricsLogger, step: int, train_loops: int) -> None:
+    """Validation loss at the training loop count and at twice it (the 'think longer' check)."""
+    counts = [None] if cfg.model.mode == "dense" else [train_loops, 2 * train_loops]
+    results = {}
+    for n in counts:
+        loss = validation_loss(model, cfg.data.path, seq_len=cfg.train.seq_len, global_batch=cfg.train.global_batch,
+                               batches=cfg.data.val_batches, env=env, n_loops=n, micro_batch=cfg.train.micro_batch,
+                               seed=cfg.train.seed)
+        results[f"val/loss_loops_{n}" if n else "val/loss"] = loss
+    metrics.log_scalars(step, results)
+    metrics.console("validation | " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    model.train()
