@@ -61,9 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                                seed=cfg.train.seed)
         results[n or 0] = loss
         print(f"{n or '-':>6} | {loss:9.4f} | {math.exp(min(loss, 50)):9.2f}", flush=True)
+    from mythos.evals.unigram import unigram_entropy
+    entropy = unigram_entropy(cfg.data.path)
+    best = min(results.values())
+    print(f"unigram entropy of the training tokens: {entropy:.4f} nats/token; best validation loss: {best:.4f} "
+          f"({100 * (1 - best / entropy):.0f}% below)")
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "eval_loops.png"
-    (run / "eval_loops.json").write_text(json.dumps({str(k): v for k, v in results.items()}, indent=1))
+    (run / "eval_loops.json").write_text(json.dumps({"val_loss_by_loops": {str(k): v for k, v in results.items()},
+                                                       "unigram_entropy": entropy}, indent=1))
     plot(results, out, f"{cfg.model_name}: validation loss vs loops")
     print(f"plot: {out}")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from mythos.config import build_config, load_toml
+from mythos.data.loader import parse_spec
 from mythos.errors import UserError
 from mythos.model import ModelConfig, Mythos
 from mythos.train.checkpoint import CheckpointManager
@@ -33,7 +34,7 @@ def load_run(run_dir: str | Path):
     model = Mythos(cfg.model)
     CheckpointManager(run, keep=1).load(model, optimizer=None)
     model.eval()
-    tok = Path(cfg.data.path.split(",")[0].split("@")[0]) / "tokenizer.model"
+    tok = Path(parse_spec(cfg.data.path)[0][0]) / "tokenizer.model"
     return model, cfg, tok
 
 

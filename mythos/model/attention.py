@@ -77,7 +77,6 @@ def _attend(q_BHTd: torch.Tensor, k_BHSd: torch.Tensor, v_BHSd: torch.Tensor, en
 
 def _out_proj(d_in: int, d_out: int) -> nn.Linear:
     lin = nn.Linear(d_in, d_out, bias=False)
-    lin.weight._is_out_proj = True  # scaled init (see Mythos.reset_parameters)
     return lin
 
 

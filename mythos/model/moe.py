@@ -41,7 +41,6 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.w13 = nn.Linear(dim, 2 * hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
-        self.w2.weight._is_out_proj = True
 
     def forward(self, x):
         g, u = self.w13(x).chunk(2, dim=-1)
@@ -58,7 +57,6 @@ class MoE(nn.Module):
         # Stacked expert weights: gate|up fused [E, D, 2F] and down [E, F, D] (grouped-mm layout x @ w[e]).
         self.w13_EDF = nn.Parameter(torch.empty(m.n_routed, cfg.dim, 2 * m.expert_dim))
         self.w2_EFD = nn.Parameter(torch.empty(m.n_routed, m.expert_dim, cfg.dim))
-        self.w2_EFD._is_out_proj = True
         self.shared = SwiGLU(cfg.dim, m.n_shared * (m.shared_dim or m.expert_dim)) if m.n_shared else None
         self.register_buffer("bias", torch.zeros(m.n_routed))
         self.register_buffer("tokens_per_expert", torch.zeros(m.n_routed))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from mythos.config import Config, save_config
 from mythos.data import build_loader, check_vocab, read_metadata
+from mythos.data.loader import parse_spec
 from mythos.errors import UserError
 from mythos.evals.validate import validation_loss
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
@@ -39,17 +40,13 @@ def loops_for_step(sampler: LoopSampler, seed: int, step: int) -> int:
     return sampler.sample(torch.Generator().manual_seed(seed * 1_000_003 + step))
 
 
-def first_data_dir(spec: str) -> Path:
-    return Path(spec.split(",")[0].split("@")[0])
-
-
-def resolve_model_config(cfg: Config, data_vocab: int, data_dir: Path) -> ModelConfig:
+def resolve_model_config(cfg: Config, meta: dict, data_dir: Path) -> ModelConfig:
     """The data decides the vocab unless the user set model.vocab_size, which must then match it."""
     named_vocab = ModelConfig.named(cfg.model_name).vocab_size
     if cfg.model.vocab_size != named_vocab:
-        check_vocab(data_dir, cfg.model.vocab_size)
+        check_vocab(meta, cfg.model.vocab_size, data_dir)
         return cfg.model
-    return dataclasses.replace(cfg.model, vocab_size=data_vocab)
+    return dataclasses.replace(cfg.model, vocab_size=int(meta["vocab_size"]))
 
 
 def train(cfg: Config) -> int:
@@ -65,9 +62,9 @@ def _train(cfg: Config, env: DistEnv) -> int:
     run_dir = Path(cfg.run.dir)
     if not cfg.data.path:
         raise UserError("config key 'data.path': required (a directory made by mythos-prep)")
-    data_dir = first_data_dir(cfg.data.path)
+    data_dir = Path(parse_spec(cfg.data.path)[0][0])
     meta = read_metadata(data_dir)
-    cfg.model = resolve_model_config(cfg, int(meta["vocab_size"]), data_dir)
+    cfg.model = resolve_model_config(cfg, meta, data_dir)
     if t.global_batch % env.world_size or (t.global_batch // env.world_size) % t.micro_batch:
         raise UserError(f"config key 'train.global_batch': {t.global_batch} must split into {env.world_size} ranks "
                         f"x whole micro-batches of train.micro_batch={t.micro_batch}")
@@ -122,7 +119,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
     tokens_per_step = t.global_batch * t.seq_len
     start_step, t_start, t_last_ckpt = step, time.perf_counter(), time.perf_counter()
     nonfinite_in_a_row = 0
-    train_loops = sampler.typical() if sampler else 1
+    train_loops = max(1, round(cfg.model.loops.mean)) if sampler else 1
     model.train()
     while step < t.steps:
         t0 = time.perf_counter()

@@ -1,0 +1,163 @@
+"""Mythos: embed → prelude (dense blocks) → e → T iterations of the shared MoE block → loop_norm → coda → norm → head.
+
+`mode = "dense"` builds a plain Transformer of `n_layers` unique dense blocks from the same code (in `prelude`;
+`recurrence` is None and `coda` empty) for side-by-side comparisons.
+
+Training invariants (rank safety): the number of loop iterations is exactly the n_loops passed (or the config
+default), never data-dependent; ACT only masks. Truncated backprop: when grad is enabled, loops before the last
+`loops.backprop_k` run under torch.no_grad(), so they build no autograd graph at all.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from mythos.model.act import ACTState
+from mythos.model.attention import KVCache
+from mythos.model.blocks import Block
+from mythos.model.config import ModelConfig
+from mythos.model.moe import MoE
+from mythos.model.recurrence import Recurrence
+from mythos.model.rope import rope_tables
+
+
+@dataclass
+class ModelOutput:
+    logits_BTV: torch.Tensor  # fp32
+    aux_loss: torch.Tensor  # scalar, already weighted (ponder_weight * ponder); 0 when ACT is off
+    ponder: torch.Tensor  # scalar, unweighted ponder cost (0 when ACT is off)
+    router_load_LE: torch.Tensor | None  # [n_loops, n_experts] routed-token counts per loop; None in dense mode
+    hidden_norm_L: torch.Tensor  # [n_loops] mean L2 norm of h after each loop (dense: [1], after the last block)
+    halt_stats: dict[str, float] = field(default_factory=dict)  # {} when ACT is off
+    injection_decay_max: float = 0.0  # max over channels of a (< 1); 0.0 in dense mode
+    n_loops: int = 0
+
+
+class Mythos(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        dense = cfg.mode == "dense"
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.prelude = nn.ModuleList(Block(cfg, moe=False) for _ in range(cfg.n_layers if dense else cfg.n_prelude))
+        self.recurrence = None if dense else Recurrence(cfg)
+        self.loop_norm = None if dense else nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.halt = nn.Linear(cfg.dim, 1) if (cfg.act.enabled and not dense) else None
+        self.coda = nn.ModuleList(Block(cfg, moe=False) for _ in range(0 if dense else cfg.n_coda))
+        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.init_weights()
+
+    # ---- init -------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Normal(0, init_std) for matrices; output projections (attention wo, FFN/expert w2) scaled by
+        1/sqrt(2·depth) with depth = block applications per token (prelude + coda + mean loops)."""
+        c = self.cfg
+        depth = c.n_layers if c.mode == "dense" else c.n_prelude + c.n_coda + max(c.loops.mean, 1.0)
+        out_std = c.init_std / math.sqrt(2 * depth)
+        for name, p in self.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if name.endswith(("wo.weight", "w2.weight")) or leaf == "w2_EFD":
+                nn.init.normal_(p, std=out_std)
+            elif p.dim() >= 2 and not name.startswith("recurrence.injection") and leaf != "up" and leaf != "scale":
+                nn.init.normal_(p, std=c.init_std)
+        for m in self.modules():
+            if isinstance(m, nn.RMSNorm):
+                nn.init.ones_(m.weight)
+        if self.recurrence is not None:
+            self.recurrence.injection.reset_parameters()
+            if self.recurrence.lora is not None:
+                nn.init.zeros_(self.recurrence.lora.up)
+                nn.init.ones_(self.recurrence.lora.scale)
+            if self.recurrence.loop_gain is not None:
+                nn.init.constant_(self.recurrence.loop_gain, c.init_std)
+            moe = self.recurrence.moe
+            moe.bias.zero_()
+            moe.tokens_per_expert.zero_()
+        if self.halt is not None:
+            nn.init.zeros_(self.halt.weight)
+            nn.init.zeros_(self.halt.bias)  # p = 0.5 at init: halts after ~2 loops until it learns otherwise
+
+    # ---- helpers ----------------------------------------------------------------------------------------------------
+    def moe_modules(self) -> list[MoE]:
+        return [m for m in self.modules() if isinstance(m, MoE)]
+
+    def default_loops(self) -> int:
+        """n_loops=None: the rounded training mean in training mode, loops.inference in eval mode."""
+        lp = self.cfg.loops
+        return max(1, round(lp.mean)) if self.training else lp.inference
+
+    # ---- forward ----------------------------------------------------------------------------------------------------
+    def forward(self, tokens_BT: torch.Tensor, n_loops: int | None = None, cache: KVCache | None = None) -> ModelOutput:
+        """Logits and auxiliaries. With `cache`, tokens_BT continues the cached sequence (positions start at
+        cache.pos) and every attention call site appends to its own cache (one per loop index for the loop)."""
+        c = self.cfg
+        b, t = tokens_BT.shape
+        pos0 = cache.pos if cache is not None else 0
+        cos_TF, sin_TF = rope_tables(pos0, t, c.rope_dim, c.attention.rope_theta, tokens_BT.device)
+        x_BTD = self.drop(self.embed(tokens_BT))
+        for i, blk in enumerate(self.prelude):
+            x_BTD, _ = blk(x_BTD, cos_TF, sin_TF, cache.layer(("prelude", i)) if cache is not None else None)
+        zero = x_BTD.new_zeros((), dtype=torch.float32)
+        if self.recurrence is None:
+            out = ModelOutput(None, zero, zero, None, x_BTD.detach().float().norm(dim=-1).mean()[None], n_loops=0)
+        else:
+            x_BTD, out = self._loop(x_BTD, n_loops, cos_TF, sin_TF, cache)
+        for i, blk in enumerate(self.coda):
+            x_BTD, _ = blk(x_BTD, cos_TF, sin_TF, cache.layer(("coda", i)) if cache is not None else None)
+        out.logits_BTV = self.head(self.norm(x_BTD)).float()
+        if cache is not None:
+            cache.pos += t
+        return out
+
+    def _loop(self, e_BTD, n_loops, cos_TF, sin_TF, cache):
+        c = self.cfg
+        n = self.default_loops() if n_loops is None else int(n_loops)
+        if n < 1:
+            raise ValueError(f"n_loops must be >= 1, got {n}")
+        k = c.loops.backprop_k or n
+        grad_on = torch.is_grad_enabled()
+        h_BTD = torch.zeros_like(e_BTD) if c.loops.state_init == "zero" else e_BTD
+        act = ACTState(e_BTD, c.act.threshold) if self.halt is not None else None
+        loads, norms = [], []
+        for t in range(n):  # always exactly n iterations: no data-dependent exit (ranks must agree)
+            with torch.set_grad_enabled(grad_on and t >= n - k):
+                layer_cache = cache.layer(("loop", t)) if cache is not None else None
+                h_new, load_E = self.recurrence(h_BTD, e_BTD, t, cos_TF, sin_TF, layer_cache)
+                if act is not None:
+                    p_BT = torch.sigmoid(self.halt(h_new).float()).squeeze(-1)
+                    h_new = act.step(h_BTD, h_new, p_BT, last=t == n - 1)
+                h_BTD = h_new
+            loads.append(load_E)
+            norms.append(h_BTD.detach().float().norm(dim=-1).mean())
+        load_LE = torch.stack(loads)
+        if self.training:
+            self.recurrence.moe.tokens_per_expert += load_LE.sum(0).to(self.recurrence.moe.tokens_per_expert)
+        x_BTD = act.out_BTD if act is not None else h_BTD
+        if act is not None:
+            ponder = act.ponder()
+            aux, stats = c.act.ponder_weight * ponder, act.stats(n)
+        else:
+            ponder = aux = e_BTD.new_zeros((), dtype=torch.float32)
+            stats = {}
+        with torch.no_grad():
+            decay_max = float(self.recurrence.injection.decay().max())
+        out = ModelOutput(None, aux, ponder, load_LE, torch.stack(norms), stats, decay_max, n)
+        return self.loop_norm(x_BTD), out
+
+    # ---- generation -------------------------------------------------------------------------------------------------
+    def generate(self, tokens_BT: torch.Tensor, max_new_tokens: int, n_loops: int | None = None,
+                 temperature: float = 0.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """See mythos.model.generate.generate."""
+        from mythos.model.generate import generate
+
+        return generate(self, tokens_BT, max_new_tokens, n_loops, temperature, top_k, generator)

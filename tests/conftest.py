@@ -1,0 +1,64 @@
+"""Shared fixtures: a small corpus prepared once per session with the real `mythos-prep`."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small and fast: the model/trainer tests need real shards, not a big vocabulary.
+TINY_MODEL_ARGS = [
+    "--model.name", "tiny", "--model.dim", "64", "--model.n_heads", "2", "--model.moe.n_routed", "4",
+    "--model.moe.top_k", "2", "--model.moe.expert_dim", "64", "--model.attention.kv_lora_rank", "32",
+    "--model.attention.nope_dim", "16", "--model.attention.rope_dim", "8", "--model.attention.v_head_dim", "16",
+    "--model.loops.mean", "2", "--model.loops.max", "4", "--model.loops.backprop_k", "2",
+    "--model.loops.inference", "2", "--model.lora_rank", "4",
+]
+
+
+def make_corpus(root: Path, n_files: int = 40) -> Path:
+    """Deterministic code-like text with indentation, unicode and blank lines."""
+    src = root / "corpus"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        lines = [f"def function_{i}(x, y={i}):", f'    """Docstring {i}: café ünïcode λ→{i}."""', ""]
+        for j in range(30):
+            lines.append(f"    if x > {j}:\n        y = y * {j} + x  # step {j}\n")
+        lines.append(f"    return y + {i}\n")
+        (src / f"mod_{i:03d}.py").write_text("\n".join(lines))
+    return src
+
+
+def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=REPO, **kw)
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("prepared")
+    src = make_corpus(root)
+    out = root / "data"
+    r = run_cli(["data_prep", str(src), "--out", str(out), "--vocab-size", "300", "--val-fraction", "0.1",
+                 "--workers", "1"])
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def train_args(run_dir: Path, data: Path, steps: int = 30, *extra: str) -> list[str]:
+    return ["mythos.train.cli", "--config", str(REPO / "configs" / "tiny-cpu.toml"), "--run.dir", str(run_dir),
+            "--data.path", str(data), "--train.steps", str(steps), "--train.seq_len", "64",
+            "--train.global_batch", "4", "--train.micro_batch", "2", "--train.lr", "3e-3",
+            "--train.warmup_steps", "3", "--train.log_interval", "5", "--checkpoint.interval", "4",
+            "--checkpoint.keep", "3", "--data.val_batches", "1", *TINY_MODEL_ARGS, *extra]
+
+
+def read_metrics(run_dir: Path) -> dict[int, dict]:
+    import json
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {rec["step"]: rec for rec in map(json.loads, lines)}

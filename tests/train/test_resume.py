@@ -1,0 +1,113 @@
+"""Exact resume on CPU: a killed-and-resumed run logs bitwise the losses of an uninterrupted one."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, read_metrics, run_cli, train_args
+
+STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def reference_run(prepared_data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ref") / "run"
+    r = run_cli(train_args(run, prepared_data, STEPS))
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def _start(args, env_extra=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(proc, run, step, timeout=300):
+    deadline = time.time() + timeout
+    path = run / "metrics.jsonl"
+    while time.time() < deadline:
+        assert proc.poll() is None, f"trainer exited early: {proc.communicate()[1]}"
+        if path.exists() and any(f'"step": {s},' in path.read_text() for s in range(step, STEPS)):
+            return
+        time.sleep(0.02)
+    raise AssertionError("step never reached")
+
+
+def _losses(run, first, last):
+    m = read_metrics(run)
+    return [m[s]["loss"] for s in range(first, last + 1)]
+
+
+def test_sigkill_then_resume_is_bitwise_exact(reference_run, prepared_data, tmp_path):
+    run = tmp_path / "run"
+    args = train_args(run, prepared_data, STEPS)
+    proc = _start(args)
+    _wait_for_step(proc, run, 12)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(read_metrics(run))
+    assert 12 <= killed_at < STEPS
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout
+    ref, resumed = _losses(reference_run, 13, STEPS), _losses(run, 13, STEPS)
+    assert resumed == ref  # bitwise: floats round-trip exactly through JSON
+    assert sorted(read_metrics(run)) == list(range(1, STEPS + 1))  # no duplicated steps after resume
+
+
+def test_kill_while_writing_checkpoint_keeps_latest(reference_run, prepared_data, tmp_path):
+    run = tmp_path / "run"
+    args = train_args(run, prepared_data, STEPS)
+    r = run_cli(args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"})
+    assert r.returncode == -signal.SIGKILL
+    ckpts = run / "checkpoints"
+    assert (ckpts / "latest").read_text().strip() == "step_0000004"
+    assert (ckpts / "step_0000008.tmp").is_dir() and not (ckpts / "step_0000008").exists()
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stdout and "step_0000004" in r.stdout
+    assert not (ckpts / "step_0000008.tmp").exists()
+    assert _losses(run, 5, STEPS) == _losses(reference_run, 5, STEPS)
+
+
+def test_sigterm_checkpoints_and_exits_for_requeue(reference_run, prepared_data, tmp_path):
+    from mythos.train.signals import EXIT_REQUEUE
+    run = tmp_path / "run"
+    args = train_args(run, prepared_data, STEPS, "--checkpoint.interval", "0")
+    proc = _start(args)
+    _wait_for_step(proc, run, 5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_REQUEUE, err
+    stopped = max(read_metrics(run))
+    assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{stopped:07d}"
+    r = run_cli(args)
+    assert r.returncode == 0, r.stderr
+    assert _losses(run, stopped + 1, STEPS) == _losses(reference_run, stopped + 1, STEPS)
+
+
+def test_checkpoint_keep_prunes_old(reference_run):
+    names = sorted(p.name for p in (reference_run / "checkpoints").iterdir())
+    assert names == ["latest", "step_0000024", "step_0000028", "step_0000030"]
+
+
+def test_nonfinite_steps_skipped_then_stop(prepared_data, tmp_path):
+    run = tmp_path / "one"
+    r = run_cli(train_args(run, prepared_data, 6), env_extra={"MYTHOS_FAULTS": "nan_loss@3"})
+    assert r.returncode == 0, r.stderr
+    assert "step 3: non-finite loss" in r.stderr
+    assert sorted(read_metrics(run)) == [1, 2, 4, 5, 6]
+
+    run = tmp_path / "many"
+    r = run_cli(train_args(run, prepared_data, 10, "--checkpoint.interval", "2"),
+                env_extra={"MYTHOS_FAULTS": "nan_loss@5,nan_loss@6,nan_loss@7"})
+    assert r.returncode == 3, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: 3 non-finite steps in a row") and "Traceback" not in r.stderr
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000004"
+    r = run_cli(train_args(run, prepared_data, 10, "--checkpoint.interval", "2"))
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
