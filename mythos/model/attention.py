@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mythos.model.config import ModelConfig
+from mythos.model.norm import RMSNorm
 from mythos.model.rope import apply_rope
 
 
@@ -112,12 +113,12 @@ class MLA(nn.Module):
         qk = self.dn + self.dr
         if a.q_lora_rank:
             self.wq_a = nn.Linear(cfg.dim, a.q_lora_rank, bias=False)
-            self.q_norm = nn.RMSNorm(a.q_lora_rank, eps=cfg.norm_eps)
+            self.q_norm = RMSNorm(a.q_lora_rank, eps=cfg.norm_eps)
             self.wq_b = nn.Linear(a.q_lora_rank, self.n_heads * qk, bias=False)
         else:
             self.wq = nn.Linear(cfg.dim, self.n_heads * qk, bias=False)
         self.wkv_a = nn.Linear(cfg.dim, self.r + self.dr, bias=False)
-        self.kv_norm = nn.RMSNorm(self.r, eps=cfg.norm_eps)
+        self.kv_norm = RMSNorm(self.r, eps=cfg.norm_eps)
         self.wkv_b = nn.Linear(self.r, self.n_heads * (self.dn + self.dv), bias=False)
         self.wo = _out_proj(self.n_heads * self.dv, cfg.dim)
 

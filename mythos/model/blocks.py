@@ -11,6 +11,7 @@ import torch.nn as nn
 from mythos.model.attention import LayerCache, build_attention
 from mythos.model.config import ModelConfig
 from mythos.model.moe import MoE, SwiGLU
+from mythos.model.norm import RMSNorm
 
 
 class Block(nn.Module):
@@ -18,9 +19,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, moe: bool) -> None:
         super().__init__()
-        self.attn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.attn_norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.attn = build_attention(cfg)
-        self.ffn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.ffn = MoE(cfg) if moe else SwiGLU(cfg.dim, cfg.dense_ffn_dim)
         self.drop = nn.Dropout(cfg.dropout)
 

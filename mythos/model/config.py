@@ -212,42 +212,43 @@ def _tiny() -> ModelConfig:
 
 
 def _small() -> ModelConfig:
-    """~50M params: the largest model that is still practical on a CPU."""
+    """~49M params (vocab 32000): the largest model that is still practical on a CPU."""
     return ModelConfig(
         vocab_size=32000, dim=512, n_heads=8, n_prelude=2, n_coda=2, lora_rank=16,
         loops=LoopConfig(distribution="poisson", mean=4.0, min=1, max=12, backprop_k=2, inference=4),
         attention=AttentionConfig(kind="mla", kv_lora_rank=128, nope_dim=32, rope_dim=32, v_head_dim=64),
-        moe=MoEConfig(n_routed=16, top_k=2, expert_dim=512, n_shared=1),
+        moe=MoEConfig(n_routed=16, top_k=2, expert_dim=768, n_shared=1),
     )
 
 
 def _rdt_770m() -> ModelConfig:
-    """Looped half of the seeds' comparison pair (Parcae-style: Poisson(8) loops, 3 backprop loops)."""
+    """Looped half of the seeds' comparison pair, 777M total (Parcae-style: Poisson(8) loops, 3 backprop loops)."""
     return ModelConfig(
-        vocab_size=32000, dim=1536, n_heads=12, n_prelude=2, n_coda=2, lora_rank=32,
+        vocab_size=32000, dim=2048, n_heads=16, n_prelude=3, n_coda=3, lora_rank=32,
         loops=LoopConfig(distribution="poisson", mean=8.0, min=1, max=32, backprop_k=3, inference=8),
-        attention=AttentionConfig(kind="mla", q_lora_rank=768, kv_lora_rank=512, nope_dim=128, rope_dim=64,
+        attention=AttentionConfig(kind="mla", q_lora_rank=1024, kv_lora_rank=512, nope_dim=128, rope_dim=64,
                                   v_head_dim=128),
-        moe=MoEConfig(n_routed=64, top_k=6, expert_dim=640, n_shared=2),
+        moe=MoEConfig(n_routed=64, top_k=6, expert_dim=1024, n_shared=2),
     )
 
 
 def _dense_1_3b() -> ModelConfig:
-    """Dense half of the comparison pair: a plain Transformer from the same blocks (same attention kind)."""
+    """Dense half of the comparison pair, 1.296B total: a plain Transformer from the same blocks (same attention)."""
     return ModelConfig(
-        mode="dense", vocab_size=32000, dim=2048, n_heads=16, n_layers=22, ffn_dim=5632,
+        mode="dense", vocab_size=32000, dim=2048, n_heads=16, n_layers=26, ffn_dim=5632,
         attention=AttentionConfig(kind="mla", q_lora_rank=1024, kv_lora_rank=512, nope_dim=128, rope_dim=64,
                                   v_head_dim=128),
     )
 
 
 def _rdt_3b() -> ModelConfig:
+    """2.94B total, ~1.07B active per token."""
     return ModelConfig(
-        vocab_size=32000, dim=2560, n_heads=20, n_prelude=2, n_coda=2, lora_rank=64,
+        vocab_size=32000, dim=3072, n_heads=24, n_prelude=4, n_coda=4, lora_rank=64,
         loops=LoopConfig(distribution="poisson", mean=8.0, min=1, max=32, backprop_k=3, inference=8),
-        attention=AttentionConfig(kind="mla", q_lora_rank=1280, kv_lora_rank=512, nope_dim=128, rope_dim=64,
+        attention=AttentionConfig(kind="mla", q_lora_rank=1536, kv_lora_rank=512, nope_dim=128, rope_dim=64,
                                   v_head_dim=128),
-        moe=MoEConfig(n_routed=64, top_k=6, expert_dim=1024, n_shared=2),
+        moe=MoEConfig(n_routed=128, top_k=6, expert_dim=1664, n_shared=2),
     )
 
 

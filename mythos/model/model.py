@@ -20,6 +20,7 @@ from mythos.model.attention import KVCache
 from mythos.model.blocks import Block
 from mythos.model.config import ModelConfig
 from mythos.model.moe import MoE
+from mythos.model.norm import RMSNorm
 from mythos.model.recurrence import Recurrence
 from mythos.model.rope import rope_tables
 
@@ -46,10 +47,10 @@ class Mythos(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.prelude = nn.ModuleList(Block(cfg, moe=False) for _ in range(cfg.n_layers if dense else cfg.n_prelude))
         self.recurrence = None if dense else Recurrence(cfg)
-        self.loop_norm = None if dense else nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.loop_norm = None if dense else RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.halt = nn.Linear(cfg.dim, 1) if (cfg.act.enabled and not dense) else None
         self.coda = nn.ModuleList(Block(cfg, moe=False) for _ in range(0 if dense else cfg.n_coda))
-        self.norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
+        self.norm = RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight

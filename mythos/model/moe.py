@@ -65,7 +65,9 @@ class MoE(nn.Module):
     # ---- routing ----------------------------------------------------------------------------------------------------
     def route(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(expert ids [N,k], gates [N,k], unbiased scores [N,E]); the bias only changes which experts are picked."""
-        logits_NE = F.linear(x_ND.float(), self.router.weight.float())
+        dt = torch.promote_types(x_ND.dtype, torch.float32)  # router in >= fp32 even under bf16 autocast
+        with torch.autocast(x_ND.device.type, enabled=False):
+            logits_NE = F.linear(x_ND.to(dt), self.router.weight.to(dt))
         scores_NE = logits_NE.sigmoid() if self.score == "sigmoid" else logits_NE.softmax(-1)
         idx_NK = torch.topk(scores_NE.detach() + self.bias, self.top_k, dim=-1, sorted=False).indices
         gates_NK = scores_NE.gather(1, idx_NK)
@@ -87,10 +89,11 @@ class MoE(nn.Module):
             g, u = h_MF2.chunk(2, dim=-1)
             return _ContiguousGrad.apply(torch._grouped_mm((F.silu(g) * u).contiguous(), w2, offs=offs_E))
         outs, start = [], 0
+        w13_list, w2_list = w13.unbind(0), w2.unbind(0)  # unbind: ONE gradient stack, not E full-size selects
         for e, n in enumerate(counts_E.tolist()):
             if n:
-                g, u = (x[start:start + n] @ w13[e]).chunk(2, dim=-1)
-                outs.append((F.silu(g) * u) @ w2[e])
+                g, u = (x[start:start + n] @ w13_list[e]).chunk(2, dim=-1)
+                outs.append((F.silu(g) * u) @ w2_list[e])
             start += n
         return torch.cat(outs) if outs else x.new_zeros(0, x.shape[-1])
 

@@ -1,5 +1,7 @@
-"""Parallelism applied from outside the model: one `parallelize` step (torchtitan's order)."""
+"""Parallelism applied from outside the model: `build_mesh` then one `parallelize` step (torchtitan's order)."""
 from mythos.parallel.env import DistEnv, all_reduce_mean, all_reduce_sum
-from mythos.parallel.parallelize import parallelize
+from mythos.parallel.mesh import build_mesh
+from mythos.parallel.parallelize import clip_grad_norm, grad_norm, parallelize
 
-__all__ = ["DistEnv", "all_reduce_mean", "all_reduce_sum", "parallelize"]
+__all__ = ["DistEnv", "all_reduce_mean", "all_reduce_sum", "build_mesh", "clip_grad_norm", "grad_norm",
+           "parallelize"]

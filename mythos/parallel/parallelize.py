@@ -1,43 +1,92 @@
-"""parallelize(model, env, cfg): activation checkpointing -> compile -> FSDP2, applied from outside the model."""
+"""parallelize(model, mesh, cfg): expert parallelism -> activation checkpointing -> compile -> FSDP2 per block, then
+the root (torchtitan's order), all applied from outside the model. Plus the gradient-norm clip that is correct when
+parameters live on different meshes (FSDP over all ranks, experts over ("dp_shard", "ep")).
+"""
 from __future__ import annotations
 
+import functools
+import math
+from collections import defaultdict
+from typing import TYPE_CHECKING, Iterable
+
 import torch
-from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+import torch.nn as nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor
 
-from mythos.config import ParallelConfig
-from mythos.parallel.env import DistEnv
+from mythos.parallel.activation_checkpoint import apply_activation_checkpointing
+from mythos.parallel.expert_parallel import apply_expert_parallel
+from mythos.parallel.fsdp import apply_fsdp, blocks
+from mythos.parallel.mesh import dp_mesh
 
-
-def apply_activation_checkpointing(model: torch.nn.Module, mode: str) -> None:
-    """`loop` wraps the module that runs one loop iteration, so activation memory does not grow with T."""
-    if mode == "none":
-        return
-    if mode == "loop" and hasattr(model, "recurrence"):
-        model.recurrence = checkpoint_wrapper(model.recurrence, preserve_rng_state=False)
-    elif mode in ("block", "loop", "selective"):
-        for name in ("prelude", "coda", "layers"):
-            blocks = getattr(model, name, None)
-            if blocks is not None:
-                for i, blk in enumerate(blocks):
-                    blocks[i] = checkpoint_wrapper(blk, preserve_rng_state=False)
-        if mode != "loop" and hasattr(model, "recurrence"):
-            model.recurrence = checkpoint_wrapper(model.recurrence, preserve_rng_state=False)
+if TYPE_CHECKING:
+    from mythos.config import ParallelConfig
 
 
-def parallelize(model: torch.nn.Module, env: DistEnv, cfg: ParallelConfig) -> torch.nn.Module:
-    model.to(env.device)
+def apply_compile(model: nn.Module) -> None:
+    """torch.compile each block in place (`Module.compile`: parameter names unchanged)."""
+    for blk in blocks(model):
+        blk.compile()
+    if getattr(model, "recurrence", None) is not None:
+        model.recurrence.compile()
+
+
+def _autocast_forward(forward, device_type: str):
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+    return wrapped
+
+
+def parallelize(model: nn.Module, mesh: DeviceMesh | None, cfg: "ParallelConfig",
+                device: torch.device | str = "cpu") -> nn.Module:
+    """Apply the parallelisms of `cfg` to `model` (in place; returned for chaining). `mesh` comes from
+    `build_mesh(env, cfg)`; None means a single process: AC and compile only, and bf16 as autocast."""
+    model.to(device)
+    expert_weights = apply_expert_parallel(model, mesh) if mesh is not None else []
     apply_activation_checkpointing(model, cfg.ac)
     if cfg.compile:
-        model.compile()
-    if env.distributed:
-        from torch.distributed.fsdp import fully_shard
-        from torch.distributed.device_mesh import init_device_mesh
-        mesh = init_device_mesh(env.device.type, (env.world_size,), mesh_dim_names=("dp_shard",))
-        for name in ("prelude", "coda", "layers"):
-            for blk in getattr(model, name, None) or []:
-                fully_shard(blk, mesh=mesh)
-        if hasattr(model, "recurrence"):
-            # gathered once per forward/backward, not once per loop
-            fully_shard(model.recurrence, mesh=mesh, reshard_after_forward=False)
-        fully_shard(model, mesh=mesh)
+        apply_compile(model)
+    if mesh is not None:
+        apply_fsdp(model, dp_mesh(mesh), cfg.mixed_precision, ignored_params=expert_weights)
+    elif cfg.mixed_precision == "bf16":
+        model.forward = _autocast_forward(model.forward, torch.device(device).type)
     return model
+
+
+# ---- gradient norm over mixed meshes ---------------------------------------------------------------------------------
+def _mesh_key(g: torch.Tensor):
+    return (id(g.device_mesh), tuple(g.placements)) if isinstance(g, DTensor) else None
+
+
+@torch.no_grad()
+def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the gradients: per (mesh, placements) group a DTensor norm reduced with full_tensor(), then
+    combined. Every rank gets the same value."""
+    groups: dict = defaultdict(list)
+    for p in params:
+        if p.grad is not None:
+            groups[_mesh_key(p.grad)].append(p.grad)
+    norms = []
+    for grads in groups.values():
+        n = torch.nn.utils.get_total_norm(grads, 2.0, error_if_nonfinite=False, foreach=None)
+        norms.append(n.full_tensor() if isinstance(n, DTensor) else n)
+    if not norms:
+        return torch.zeros(())
+    return norms[0] if len(norms) == 1 else torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+
+
+@torch.no_grad()
+def clip_grad_norm(model_or_params: nn.Module | Iterable[torch.Tensor], max_norm: float) -> float:
+    """Clip all gradients to a global norm `max_norm` (<= 0: no clipping); returns the pre-clip norm."""
+    params = list(model_or_params.parameters() if isinstance(model_or_params, nn.Module) else model_or_params)
+    total = grad_norm(params)
+    if max_norm > 0 and math.isfinite(float(total)):
+        by_group: dict = defaultdict(list)
+        for p in params:
+            if p.grad is not None:
+                by_group[_mesh_key(p.grad)].append(p)
+        for group in by_group.values():
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total, foreach=None)
+    return float(total)

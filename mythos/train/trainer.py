@@ -20,7 +20,8 @@ from mythos.data.loader import parse_spec
 from mythos.errors import UserError
 from mythos.evals.validate import validation_loss
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
-from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, parallelize
+from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, parallelize
+from mythos.parallel import clip_grad_norm as parallel_clip_grad_norm
 from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
@@ -77,7 +78,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
     torch.manual_seed(t.seed)
     model = Mythos(cfg.model)
     stats = model_stats(cfg.model, n_loops=1, seq_len=t.seq_len)
-    model = parallelize(model, env, cfg.parallel)
+    model = parallelize(model, build_mesh(env, cfg.parallel), cfg.parallel, device=env.device)
     optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     loader = build_loader(cfg.data.path, split="train", seq_len=t.seq_len, global_batch=t.global_batch,
@@ -209,10 +210,9 @@ def any_rank(flag: bool, env: DistEnv) -> bool:
 
 
 def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
-    if hasattr(norm, "full_tensor"):
-        norm = norm.full_tensor()
-    return float(norm)
+    """Global gradient norm over all ranks, correct when FSDP and expert-parallel parameters live on different
+    meshes (mythos.parallel.clip_grad_norm); max_norm <= 0: no clipping."""
+    return parallel_clip_grad_norm(model, max_norm)
 
 
 def per_loop_scalars(out) -> dict[str, float]:

@@ -19,10 +19,10 @@ def test_demo_path(prepared_data, tmp_path):
     # 40 steps on a repetitive corpus already beat a context-free model
     assert min(report["val_loss_by_loops"].values()) < report["unigram_entropy"]
 
-    r = run_cli(["mythos.evals.generate_cli", str(run), "--prompt", "def function_1", "--loops", "6",
-                 "--max-new-tokens", "12"])
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("def function_1") and len(r.stdout) > len("def function_1")
+    gen = run_cli(["mythos.evals.generate_cli", str(run), "--prompt", "def function_1", "--loops", "6",
+                   "--max-new-tokens", "12"])
+    assert gen.returncode == 0, gen.stderr
+    assert gen.stdout.startswith("def function_1") and len(gen.stdout) > len("def function_1")
 
     out = tmp_path / "model.safetensors"
     r = run_cli(["mythos.train.export", str(run), "--out", str(out)])
@@ -30,7 +30,7 @@ def test_demo_path(prepared_data, tmp_path):
     r2 = run_cli(["mythos.evals.generate_cli", str(out), "--prompt", "def function_1", "--loops", "6",
                   "--max-new-tokens", "12"])
     assert r2.returncode == 0, r2.stderr
-    assert r2.stdout == r.stdout  # greedy: the exported file generates what the checkpoint does
+    assert r2.stdout == gen.stdout  # greedy: the exported file generates what the checkpoint does
 
 
 def test_eval_bad_run_dir(tmp_path):

@@ -1,0 +1,116 @@
+"""Model training throughput on CPU: forward + backward + AdamW tokens/s and MFU for `tiny` and `small`, fp32 and
+bf16 autocast, beside a naive per-expert-mask MoE, against the machine's matmul throughput measured in this process.
+
+    .venv/bin/python benchmarks/model_throughput.py [--configs tiny,small] [--steps 6] [--threads N]
+
+MFU = model_stats(cfg, n_loops, seq_len)["flops_per_token"] × tokens/s ÷ measured matmul FLOP/s of the same dtype
+(see mythos/model/stats.py for the FLOP convention: truncated backprop counts backward only for the last k loops).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from mythos.model import ModelConfig, Mythos, model_stats
+from mythos.model.moe import MoE
+
+
+def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
+    """Best-of FLOP/s of an n×n×n matmul (the 'peak' MFU is measured against)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def naive_moe_forward(self: MoE, x_BTD: torch.Tensor):
+    """The baseline dispatch: for every expert, a boolean mask over all tokens (what the issue forbids)."""
+    shape = x_BTD.shape
+    x_ND = x_BTD.reshape(-1, shape[-1])
+    idx_NK, gates_NK, _ = self.route(x_ND)
+    out = torch.zeros_like(x_ND)
+    for e in range(self.n_experts):
+        mask_NK = idx_NK == e
+        tok = mask_NK.any(-1)
+        if tok.any():
+            g, u = (x_ND[tok] @ self.w13_EDF[e]).chunk(2, -1)
+            y = (F.silu(g) * u) @ self.w2_EFD[e]
+            out = out.index_put((tok,), out[tok] + y * (gates_NK * mask_NK).sum(-1)[tok, None].to(y.dtype))
+    if self.shared is not None:
+        out = out + self.shared(x_ND).to(out.dtype)
+    counts = torch.bincount(idx_NK.reshape(-1), minlength=self.n_experts)
+    return out.view(shape), counts.float()
+
+
+def bench(name: str, dtype: str, moe_impl: str, batch: int, seq: int, steps: int) -> dict:
+    torch.manual_seed(0)
+    cfg = ModelConfig.named(name)
+    model = Mythos(cfg)
+    n_loops = max(1, round(cfg.loops.mean))
+    if moe_impl == "naive":
+        for m in model.moe_modules():
+            m.forward = naive_moe_forward.__get__(m)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=None)
+    x = torch.randint(0, cfg.vocab_size, (batch, seq + 1))
+    inp, tgt = x[:, :-1], x[:, 1:]
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+    def step():
+        with autocast:
+            out = model(inp, n_loops=n_loops)
+            loss = F.cross_entropy(out.logits_BTV.flatten(0, 1), tgt.flatten()) + out.aux_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        for m in model.moe_modules():
+            m.update_bias(m.tokens_per_expert.clone())
+
+    step()  # warm-up (allocator, kernels)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    dt = sorted(times)[len(times) // 2]  # median step: robust to the other users of the 2 cores
+    tok_s = batch * seq / dt
+    flops = model_stats(cfg, n_loops=n_loops, seq_len=seq)["flops_per_token"]
+    return {"tok_s": tok_s, "flops_s": flops * tok_s, "step_s": dt}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", default="tiny,small")
+    ap.add_argument("--steps", type=int, default=7, help="timed steps per row (median reported)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--no-naive", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shapes = {"tiny": (8, 256), "small": (4, 512)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads. 'peak' = best 2048^3 matmul FLOP/s of the "
+          f"row's dtype, re-measured right before each row (the machine is shared: this keeps ratios honest)")
+    print(f"{'config':<7} {'dtype':<5} {'moe':<10} {'B x T':<9} {'step s':>7} {'tok/s':>8} {'GFLOP/s':>8} "
+          f"{'peak':>7} {'MFU':>6} {'fp32 peak':>9} {'vs fp32 mm':>10} {'vs naive':>8}")
+    for name in args.configs.split(","):
+        b, t = shapes.get(name, (4, 256))
+        for dtype in ("fp32", "bf16"):
+            rows = {}
+            for impl in ("vectorised",) + (() if args.no_naive else ("naive",)):
+                peak = {"fp32": matmul_flops(torch.float32)}
+                peak["bf16"] = matmul_flops(torch.bfloat16) if dtype == "bf16" else peak["fp32"]
+                rows[impl] = r = bench(name, dtype, impl, b, t, args.steps)
+                ratio = f"{rows['vectorised']['tok_s'] / r['tok_s']:7.2f}x" if impl == "naive" else ""
+                print(f"{name:<7} {dtype:<5} {impl:<10} {f'{b}x{t}':<9} {r['step_s']:7.3f} {r['tok_s']:8.0f} "
+                      f"{r['flops_s'] / 1e9:8.1f} {peak[dtype] / 1e9:7.1f} {r['flops_s'] / peak[dtype]:6.1%} "
+                      f"{peak['fp32'] / 1e9:9.1f} {r['flops_s'] / peak['fp32']:10.1%} {ratio:>8}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

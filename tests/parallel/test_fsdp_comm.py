@@ -1,0 +1,31 @@
+"""The looped block is gathered once per forward/backward, not once per loop: FSDP2 collectives per step counted
+(patched torch.distributed entry points) at T=2 and T=6 (backprop through all loops)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from dist_run import launch
+
+
+def _comm(tmp_path, loops, *extra):
+    out = tmp_path / f"c{loops}{'_'.join(extra)}.pt"
+    launch(2, ["--out", str(out), "--steps", "2", "--loops", str(loops), "--backprop-k", "0", "--count-comm",
+               *extra])
+    return torch.load(out)["comm"]
+
+
+@pytest.mark.slow
+def test_all_gathers_per_step_do_not_grow_with_loops(tmp_path):
+    c2, c6 = _comm(tmp_path, 2, "--ac", "loop"), _comm(tmp_path, 6, "--ac", "loop")
+    # groups: prelude block, coda block, looped block, root. Prelude and coda are resharded after forward and
+    # re-gathered for backward (2 each); the looped block and the root stay gathered (1 each): 6 per step.
+    for c in c2 + c6:
+        assert c["all_gather_single"] == 6, c
+        assert c["reduce_scatter_single"] == 4, c  # one per group per backward
+
+
+@pytest.mark.slow
+def test_fsdp_default_policy_would_regather_per_loop(tmp_path):
+    """Control: with FSDP2's per-call post-backward the looped block is re-gathered for every loop's backward."""
+    c2, c6 = _comm(tmp_path, 2, "--no-defer"), _comm(tmp_path, 6, "--no-defer")
+    assert c6[-1]["all_gather_single"] - c2[-1]["all_gather_single"] == 4

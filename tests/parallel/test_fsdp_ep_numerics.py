@@ -1,0 +1,62 @@
+"""FSDP2 and expert parallelism against a single process on the same global batch (gloo, CPU, several processes).
+
+Every configuration trains the same tiny looped MoE model from the same init on the same synthetic global batches
+(3 loops, truncated backprop through the last 2) for 5 steps with AdamW + clipping + the MoE bias update."""
+from __future__ import annotations
+
+import pytest
+import torch
+from dist_run import launch
+
+STEPS = 5
+EXPERT_KEYS = ("recurrence.block.ffn.w13_EDF", "recurrence.block.ffn.w2_EFD")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.pt"
+    launch(1, ["--out", str(out), "--steps", str(STEPS)])
+    return torch.load(out)
+
+
+def _run(tmp_path, nproc, *args):
+    out = tmp_path / "run.pt"
+    launch(nproc, ["--out", str(out), "--steps", str(STEPS), *args])
+    res = torch.load(out)
+    biases = [torch.load(f"{out}.bias{r}") for r in range(nproc)]
+    return res, biases
+
+
+def _check(ref, res, biases, grad_tol):
+    assert len(res["losses"]) == STEPS
+    for a, b in zip(ref["losses"], res["losses"]):
+        assert abs(a - b) <= 1e-5, (ref["losses"], res["losses"])
+    assert set(ref["grads"]) == set(res["grads"])
+    for k, g in ref["grads"].items():
+        assert torch.allclose(g, res["grads"][k], rtol=0, atol=grad_tol), (k, (g - res["grads"][k]).abs().max())
+    for k in EXPERT_KEYS:  # expert gradients, the tight bound the issue asks for
+        assert (ref["grads"][k] - res["grads"][k]).abs().max() <= 1e-6, k
+    for b in biases[1:]:  # the aux-loss-free bias saw the all-reduced loads on every rank
+        assert all(torch.equal(x, y) for x, y in zip(biases[0], b))
+    assert all(torch.allclose(x, y, atol=1e-7) for x, y in zip(ref["biases"], biases[0]))
+
+
+@pytest.mark.slow
+def test_fsdp_two_ranks_matches_one(reference, tmp_path):
+    res, biases = _run(tmp_path, 2)
+    _check(reference, res, biases, grad_tol=1e-6)
+
+
+@pytest.mark.slow
+def test_expert_parallel_two_ranks_matches_one(reference, tmp_path):
+    res, biases = _run(tmp_path, 2, "--ep", "2", "--count-comm")
+    _check(reference, res, biases, grad_tol=1e-6)
+    assert res["comm"][0]["all_to_all_single"] > 0  # tokens really travelled
+
+
+@pytest.mark.slow
+def test_dp2_x_ep2_four_ranks_matches_one(reference, tmp_path):
+    res, biases = _run(tmp_path, 4, "--ep", "2", "--dp-shard", "2", "--count-comm")
+    _check(reference, res, biases, grad_tol=1e-6)
+    assert res["comm"][0]["all_to_all_single"] > 0
+    assert res["comm"][0]["all_reduce"] > 0  # expert grads summed over the dp_shard replicas
