@@ -15,7 +15,6 @@ def rope_tables(pos0: int, length: int, dim: int, theta: float, device=None) -> 
 
 def apply_rope(x_BHTR: torch.Tensor, cos_TF: torch.Tensor, sin_TF: torch.Tensor) -> torch.Tensor:
     """Rotate pairs (x[..., :R/2], x[..., R/2:]) by the position angle (the "rotate-half" layout)."""
-    half = x_BHTR.shape[-1] // 2
-    x1, x2 = x_BHTR[..., :half].float(), x_BHTR[..., half:].float()
+    x1, x2 = x_BHTR.float().chunk(2, dim=-1)  # chunk, not slicing: its backward is one cat, not two zero-fills
     out = torch.cat((x1 * cos_TF - x2 * sin_TF, x2 * cos_TF + x1 * sin_TF), dim=-1)
     return out.to(x_BHTR.dtype)

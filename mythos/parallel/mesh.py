@@ -41,13 +41,16 @@ def build_mesh(env: "DistEnv", cfg: "ParallelConfig") -> DeviceMesh | None:
     if env.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
         return None
     mesh = init_device_mesh(env.device.type, (dp_shard, ep), mesh_dim_names=(DP_SHARD, EP))
-    mesh[(DP_SHARD, EP)]._flatten(DP)
+    _FLAT[id(mesh)] = mesh._flatten(DP)  # kept: slicing a flattened dim from the root mesh is deprecated
     return mesh
+
+
+_FLAT: dict[int, DeviceMesh] = {}
 
 
 def dp_mesh(mesh: DeviceMesh) -> DeviceMesh:
     """All ranks as one 1-D mesh: FSDP for the non-expert parameters."""
-    return mesh[DP]
+    return _FLAT.get(id(mesh)) or mesh._flatten(DP)
 
 
 def ep_size(mesh: DeviceMesh | None) -> int:

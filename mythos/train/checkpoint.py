@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from mythos.errors import UserError
 
 STEP_DIR = re.compile(r"^step_(\d{7})$")
+# Single-process runs use DCP without a process group on purpose.
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
 def _barrier() -> None:

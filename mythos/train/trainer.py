@@ -21,7 +21,7 @@ from mythos.errors import UserError
 from mythos.evals.validate import validation_loss
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, parallelize
-from mythos.parallel import clip_grad_norm as parallel_clip_grad_norm
+from mythos.parallel import clip_grad_norm
 from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
@@ -120,6 +120,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
     tokens_per_step = t.global_batch * t.seq_len
     start_step, t_start, t_last_ckpt = step, time.perf_counter(), time.perf_counter()
     nonfinite_in_a_row = 0
+    flops_by_loops: dict[int | None, int] = {}
     train_loops = max(1, round(cfg.model.loops.mean)) if sampler else 1
     model.train()
     while step < t.steps:
@@ -166,8 +167,9 @@ def _train(cfg: Config, env: DistEnv) -> int:
         # ---- metrics
         dt = time.perf_counter() - t0
         tok_s = tokens_per_step / dt
-        n_for_flops = loops if loops is not None else 1
-        flops_tok = model_stats(cfg.model, n_loops=n_for_flops, seq_len=t.seq_len)["flops_per_token"]
+        if loops not in flops_by_loops:
+            flops_by_loops[loops] = model_stats(cfg.model, n_loops=loops, seq_len=t.seq_len)["flops_per_token"]
+        flops_tok = flops_by_loops[loops]
         mfu = flops_tok * tok_s / (flops_peak * env.world_size)
         record = {"step": step, "loss": ce_mean, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
                   "loops": loops if loops is not None else 0, "ponder": all_reduce_mean(aux_sum / n_micro),
@@ -207,12 +209,6 @@ def _train(cfg: Config, env: DistEnv) -> int:
 
 def any_rank(flag: bool, env: DistEnv) -> bool:
     return all_reduce_sum(torch.tensor(float(flag), device=env.device)) > 0
-
-
-def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> float:
-    """Global gradient norm over all ranks, correct when FSDP and expert-parallel parameters live on different
-    meshes (mythos.parallel.clip_grad_norm); max_norm <= 0: no clipping."""
-    return parallel_clip_grad_norm(model, max_norm)
 
 
 def per_loop_scalars(out) -> dict[str, float]:

@@ -59,3 +59,23 @@ def test_stats_build_on_meta_device_fast():
     model_stats(ModelConfig.named("rdt-3b"))
     assert time.perf_counter() - t < 20
     assert torch.empty(1).device.type == "cpu", "the meta default device does not leak"
+
+
+def test_meta_construction_then_init_weights():
+    """parallelize may build on the meta device, materialise with to_empty, then call init_weights()."""
+    cfg = micro_cfg("mla", act=True)
+    with torch.device("meta"):
+        model = Mythos(cfg)
+    model = model.to_empty(device="cpu")
+    model.init_weights()
+    ref = Mythos(cfg)
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        assert torch.isfinite(p).all(), n
+        if p.numel() > 1 and q.std() > 0:  # random init: same scale
+            assert abs(p.std().item() - q.std().item()) < 0.2 * q.std().item(), n
+        else:  # constant init: same values
+            assert torch.equal(p, q), n
+    for (n, b), (_, c) in zip(model.named_buffers(), ref.named_buffers()):
+        assert torch.equal(b, c), n
+    out = model(torch.randint(0, cfg.vocab_size, (1, 6)))
+    assert torch.isfinite(out.logits_BTV).all()

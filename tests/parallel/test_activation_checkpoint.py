@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from dist_run import tiny_model_config
+from tests.parallel.dist_run import tiny_model_config
 
 from mythos.config import ParallelConfig
 from mythos.model import Mythos

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_run import launch
+from tests.parallel.dist_run import launch
 
 
 def _comm(tmp_path, loops, *extra):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_run import launch
+from tests.parallel.dist_run import launch
 
 STEPS = 5
 EXPERT_KEYS = ("recurrence.block.ffn.w13_EDF", "recurrence.block.ffn.w2_EFD")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_run import launch
+from tests.parallel.dist_run import launch
 
 BF16_TOL = 0.05
 
