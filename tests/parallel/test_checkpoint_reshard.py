@@ -6,23 +6,37 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from tests.conftest import REPO, read_metrics, train_args
+from tests.parallel.dist_run import free_port
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
 
-def run(nproc: int, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+def torchrun_cmd(nproc: int) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m"]
+    return [TORCHRUN, "--nproc-per-node", str(nproc), "--max-restarts", "0", "--master-port", str(free_port()), "-m"]
+
+
+def run(nproc: int, args: list[str], timeout: float = 300) -> str:
+    """Run the CLI (under torchrun if nproc > 1) in its own session; on timeout the whole group is killed."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = ([sys.executable, "-m"] if nproc == 1 else
-           [TORCHRUN, "--nproc-per-node", str(nproc), "--max-restarts", "0", "--master-port", "0", "-m"])
-    r = subprocess.run(cmd + args, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
+    p = subprocess.Popen(torchrun_cmd(nproc) + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=env, cwd=REPO, start_new_session=True)
+    try:
+        out = p.communicate(timeout=timeout)[0]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, out[-5000:]
+    return out
 
 
 def rewind(src: Path, dst: Path, step: int) -> Path:
