@@ -17,6 +17,21 @@ def _env_int(*names: str, default: int) -> int:
     return default
 
 
+def _slurm_rendezvous() -> None:
+    """Under `srun` without torchrun (one task per process), derive the rendezvous from SLURM's variables:
+    the job's first node is the master, the port is derived from the job id so concurrent jobs do not collide."""
+    if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
+        return
+    if "MASTER_ADDR" not in os.environ:
+        import subprocess
+        nodes = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+                               capture_output=True, text=True, check=True).stdout.split()
+        os.environ["MASTER_ADDR"] = nodes[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+    os.environ["RANK"], os.environ["WORLD_SIZE"] = os.environ["SLURM_PROCID"], os.environ["SLURM_NTASKS"]
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+
+
 @dataclass
 class DistEnv:
     rank: int
@@ -30,6 +45,7 @@ class DistEnv:
 
     @classmethod
     def from_environment(cls, device: str = "auto") -> "DistEnv":
+        _slurm_rendezvous()
         rank = _env_int("RANK", default=0)
         world = _env_int("WORLD_SIZE", default=1)
         local = _env_int("LOCAL_RANK", default=0)
