@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from mythos.data.loader import split_weight
 from mythos.errors import UserError
 
 TEXT_EXTS = {
@@ -63,16 +64,7 @@ def hash_frac(data: bytes, salt: bytes = b"") -> float:
 
 
 def parse_source(spec: str) -> Source:
-    body, weight = spec, 1.0
-    if "@" in spec:
-        head, _, tail = spec.rpartition("@")
-        try:
-            weight = float(tail)
-            body = head
-        except ValueError:
-            pass
-    if not (weight > 0 and math.isfinite(weight)):
-        raise UserError(f"{spec}: weight must be a positive number")
+    body, weight = split_weight(spec)
     if body == "stdlib":
         return Source(spec, "stdlib", sysconfig.get_paths()["stdlib"], weight)
     if body.startswith("hf:"):

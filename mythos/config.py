@@ -63,13 +63,12 @@ class CheckpointConfig:
 
 @dataclass
 class ParallelConfig:
-    backend: str = "fsdp"  # fsdp | deepspeed
+    backend: str = "fsdp"  # fsdp (a DeepSpeed ZeRO engine is planned, not built yet)
     dp_shard: int = -1  # -1: all ranks not used by ep
     ep: int = 1
     ac: str = "loop"  # none | loop | block | selective
     compile: bool = False
     mixed_precision: str = "fp32"  # fp32 | bf16 (FSDP param dtype for compute)
-    zero_stage: int = 2  # deepspeed only
 
 
 @dataclass
@@ -95,7 +94,7 @@ class Config:
             "train.schedule": (t.schedule, ("cosine", "wsd")),
             "train.dtype": (t.dtype, ("fp32", "bf16")),
             "train.device": (t.device, ("auto", "cpu", "cuda")),
-            "parallel.backend": (self.parallel.backend, ("fsdp", "deepspeed")),
+            "parallel.backend": (self.parallel.backend, ("fsdp",)),
             "parallel.ac": (self.parallel.ac, ("none", "loop", "block", "selective")),
             "parallel.mixed_precision": (self.parallel.mixed_precision, ("fp32", "bf16")),
         }

@@ -79,6 +79,20 @@ def open_split(data_dir: str | os.PathLike, split: str, meta: dict | None = None
     return shards
 
 
+def split_weight(spec: str) -> tuple[str, float]:
+    """'thing@0.7' -> ('thing', 0.7); no (numeric) '@' suffix -> weight 1. UserError for a non-positive weight."""
+    body, weight = spec.strip(), 1.0
+    if "@" in body:
+        head, _, tail = body.rpartition("@")
+        try:
+            weight, body = float(tail), head
+        except ValueError:
+            pass
+    if not (weight > 0 and np.isfinite(weight)):
+        raise UserError(f"{spec}: weight must be a positive number")
+    return body, weight
+
+
 def parse_spec(data_spec) -> list[tuple[str, float]]:
     """'path' or 'path1@0.7,path2@0.3' -> [(path, weight)] with weights summing to 1."""
     if isinstance(data_spec, (list, tuple)):
@@ -87,19 +101,7 @@ def parse_spec(data_spec) -> list[tuple[str, float]]:
         parts = [p for p in str(data_spec).split(",") if p.strip()]
     if not parts:
         raise UserError(f"data spec {data_spec!r} is empty")
-    out = []
-    for p in parts:
-        path, w = p.strip(), 1.0
-        if "@" in path:
-            head, _, tail = path.rpartition("@")
-            try:
-                w = float(tail)
-                path = head
-            except ValueError:
-                pass
-        if not w > 0 or not np.isfinite(w):
-            raise UserError(f"data spec {p!r}: weight must be a positive number")
-        out.append((path, w))
+    out = [split_weight(p) for p in parts]
     total = sum(w for _, w in out)
     return [(p, w / total) for p, w in out]
 

@@ -6,6 +6,8 @@
 Training invariants (rank safety): the number of loop iterations is exactly the n_loops passed (or the config
 default), never data-dependent; ACT only masks. Truncated backprop: when grad is enabled, loops before the last
 `loops.backprop_k` run under torch.no_grad(), so they build no autograd graph at all.
+ACT (act.enabled), in training and eval alike: every loop runs for every position; a halted position keeps its state
+and its later compute is MASKED (computed and discarded), not skipped — see mythos/model/act.py.
 """
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """DeepSeekMoE FFN: many small routed experts (top-k) + always-on shared experts, aux-loss-free balancing.
 
 Dispatch is vectorised: the N*k (token, expert) pairs are sorted by expert, the expert matmuls run on the sorted
-rows (`torch._grouped_mm` with cumulative offsets where the dtype allows, else a loop over experts on contiguous
-slices), and results are scattered back with `index_add_`. Never a per-token mask or loop.
+rows (`mythos::expert_mm`: `torch._grouped_mm` with cumulative offsets where the device/dtype allows, else a loop over
+experts on contiguous slices; see grouped.py), and results are scattered back with `index_add_`. Never a per-token
+mask or loop.
 
 Balancing: a `bias` buffer is added to the router scores for top-k SELECTION only; gate values come from the
 unbiased scores. The trainer calls `update_bias(load_E)` after each optimizer step with the (all-reduced)
@@ -16,22 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mythos.model.config import ModelConfig
-
-_GROUPED_MM = hasattr(torch, "_grouped_mm")
-_GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the incoming gradient contiguous: _grouped_mm's backward rejects expanded
-    (stride-0) gradients such as the one `.sum().backward()` produces."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.contiguous()
+from mythos.model.grouped import expert_mm
 
 
 class SwiGLU(nn.Module):
@@ -60,7 +46,6 @@ class MoE(nn.Module):
         self.shared = SwiGLU(cfg.dim, m.n_shared * (m.shared_dim or m.expert_dim)) if m.n_shared else None
         self.register_buffer("bias", torch.zeros(m.n_routed))
         self.register_buffer("tokens_per_expert", torch.zeros(m.n_routed))
-        self.use_grouped_mm = _GROUPED_MM  # tests / benchmarks can force the slice loop
 
     # ---- routing ----------------------------------------------------------------------------------------------------
     def route(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,21 +66,10 @@ class MoE(nn.Module):
         this one method (all-to-all the rows to the experts' owners, compute, all-to-all back)."""
         dtype = torch.get_autocast_dtype(x_sorted_MD.device.type) if torch.is_autocast_enabled(
             x_sorted_MD.device.type) else x_sorted_MD.dtype
-        x = x_sorted_MD.to(dtype)
-        w13, w2 = self.w13_EDF.to(dtype), self.w2_EFD.to(dtype)
-        if self.use_grouped_mm and dtype in _GROUPED_DTYPES and x.shape[0] > 0:
-            offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
-            h_MF2 = _ContiguousGrad.apply(torch._grouped_mm(x, w13, offs=offs_E))
-            g, u = h_MF2.chunk(2, dim=-1)
-            return _ContiguousGrad.apply(torch._grouped_mm((F.silu(g) * u).contiguous(), w2, offs=offs_E))
-        outs, start = [], 0
-        w13_list, w2_list = w13.unbind(0), w2.unbind(0)  # unbind: ONE gradient stack, not E full-size selects
-        for e, n in enumerate(counts_E.tolist()):
-            if n:
-                g, u = (x[start:start + n] @ w13_list[e]).chunk(2, dim=-1)
-                outs.append((F.silu(g) * u) @ w2_list[e])
-            start += n
-        return torch.cat(outs) if outs else x.new_zeros(0, x.shape[-1])
+        offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
+        h_MF2 = expert_mm(x_sorted_MD.to(dtype), self.w13_EDF.to(dtype), offs_E)
+        g, u = h_MF2.chunk(2, dim=-1)
+        return expert_mm((F.silu(g) * u).contiguous(), self.w2_EFD.to(dtype), offs_E)
 
     def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(output [B,T,D], routed-token counts per expert [E] for this call)."""
@@ -105,7 +79,9 @@ class MoE(nn.Module):
         flat_M = idx_NK.reshape(-1)
         order_M = torch.argsort(flat_M, stable=True)
         token_M = order_M // self.top_k
-        counts_E = torch.bincount(flat_M, minlength=self.n_experts)
+        # scatter_add, not bincount: a static [E] shape (torch.compile-friendly), same counts
+        counts_E = torch.zeros(self.n_experts, dtype=torch.long, device=flat_M.device).scatter_add_(
+            0, flat_M, torch.ones_like(flat_M))
         y_sorted_MD = self.expert_compute(x_ND[token_M], counts_E)
         y_sorted_MD = y_sorted_MD * gates_NK.reshape(-1)[order_M, None].to(y_sorted_MD.dtype)
         out_ND = torch.zeros(x_ND.shape, dtype=y_sorted_MD.dtype, device=x_ND.device).index_add_(0, token_M, y_sorted_MD)

@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mythos.model.grouped import expert_mm, expert_mm_wgrad, force_slice_loop, grouped_mm_supported
 from mythos.model.moe import MoE
 from tests.model.helpers import micro_cfg
 
@@ -59,13 +60,14 @@ def test_grouped_mm_path_equals_slice_loop_fp32_and_grads():
     moe = _moe()
     moe.bias[2] = -1e3
     x = torch.randn(3, 20, 32)
+    assert grouped_mm_supported(x[0], moe.w13_EDF) and grouped_mm_supported(x[0, :, :24], moe.w2_EFD)
     outs = {}
     for grouped in (True, False):
-        moe.use_grouped_mm = grouped
         moe.zero_grad()
         xi = x.clone().requires_grad_()
-        y, _ = moe(xi)
-        y.sum().backward()  # an expanded (stride-0) gradient: must not break _grouped_mm's backward
+        with force_slice_loop(not grouped):
+            y, _ = moe(xi)
+            y.sum().backward()  # an expanded (stride-0) gradient: must not break _grouped_mm's backward
         outs[grouped] = (y.detach(), xi.grad, moe.w13_EDF.grad.clone(), moe.w2_EFD.grad.clone())
     for a, b in zip(outs[True], outs[False]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
@@ -122,3 +124,29 @@ def test_update_bias_rule():
     moe.update_bias(torch.tensor([10.0, 0.0, 5.0, 5.0]))
     # sign(mean - load) = [-1, +1, 0, 0] * 0.1, already zero-mean
     torch.testing.assert_close(moe.bias, torch.tensor([-0.1, 0.1, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("k, n", [(8, 12), (6, 7)])  # 16-byte aligned (grouped kernel in fp32) and not (loop)
+def test_expert_mm_op_matches_per_group_matmul(dtype, k, n):
+    """The custom op (both kernels) and its gradients against per-group matmuls, incl. empty groups."""
+    g = torch.Generator().manual_seed(0)
+    counts = torch.tensor([3, 0, 5, 0, 4])
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    x = torch.randn(12, k, dtype=dtype, generator=g, requires_grad=True)
+    w = torch.randn(5, k, n, dtype=dtype, generator=g, requires_grad=True)
+    starts = [0, 3, 3, 8, 8]
+    ref = torch.cat([x[s:s + n] @ w[e] for e, (s, n) in enumerate(zip(starts, counts.tolist()))])
+    gy = torch.randn(12, n, dtype=dtype, generator=g)
+    rx, rw = torch.autograd.grad(ref, (x, w), gy)
+    for loop in (False, True):
+        with force_slice_loop(loop):
+            y = expert_mm(x, w, offs)
+            dx, dw = torch.autograd.grad(y, (x, w), gy)
+        tol = dict(rtol=0, atol=0) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y, ref, **tol)
+        torch.testing.assert_close(dx, rx, **tol)
+        torch.testing.assert_close(dw, rw, **tol)
+        assert dw[1].abs().sum() == 0 and dw[3].abs().sum() == 0
+    torch.library.opcheck(expert_mm, (x.detach(), w.detach(), offs))
+    torch.library.opcheck(expert_mm_wgrad, (x.detach(), gy, offs))
