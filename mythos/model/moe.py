@@ -20,6 +20,19 @@ from mythos.model.config import ModelConfig
 from mythos.model.grouped import expert_mm
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous (raw `torch._grouped_mm` rejects stride-0 gradients).
+    Not used here any more (`expert_mm` handles it); kept because mythos.parallel.expert_parallel imports it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.contiguous()
+
+
 class SwiGLU(nn.Module):
     """Dense SwiGLU MLP (dense blocks and the fused shared experts)."""
 
