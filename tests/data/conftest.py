@@ -1,7 +1,7 @@
 """Fixtures of the data tests (helpers live in datahelp.py)."""
 import pytest
 
-from datahelp import make_corpus
+from tests.data.datahelp import make_corpus
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from datahelp import assert_user_error, make_corpus, run_cli
+from tests.data.datahelp import assert_user_error, make_corpus, run_cli
 
 FAST = ["--vocab-size", "300", "--sample-mb", "0.5", "--workers", "1", "--no-progress"]
 

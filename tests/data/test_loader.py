@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from datahelp import write_dataset
+from tests.data.datahelp import write_dataset
 from mythos.data import build_loader, check_vocab, read_metadata
 from mythos.errors import UserError
 

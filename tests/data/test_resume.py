@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from datahelp import REPO, make_corpus, run_cli
+from tests.data.datahelp import REPO, make_corpus, run_cli
 
 ARGS = ["--vocab-size", "400", "--sample-mb", "1", "--val-fraction", "0.05", "--shard-tokens", "20000",
         "--no-progress"]

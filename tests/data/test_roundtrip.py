@@ -10,7 +10,7 @@ import pytest
 
 from data_prep.cli import main
 from mythos.data import IndexedDataset, Tokenizer, read_metadata
-from datahelp import SPECIAL_DOCS, make_corpus
+from tests.data.datahelp import SPECIAL_DOCS, make_corpus
 
 PREP = ["--vocab-size", "400", "--sample-mb", "1", "--no-progress"]
 
