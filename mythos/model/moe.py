@@ -20,17 +20,13 @@ from mythos.model.config import ModelConfig
 from mythos.model.grouped import expert_mm
 
 
-class _ContiguousGrad(torch.autograd.Function):
-    """Identity whose backward makes the gradient contiguous (raw `torch._grouped_mm` rejects stride-0 gradients).
-    Not used here any more (`expert_mm` handles it); kept because mythos.parallel.expert_parallel imports it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.contiguous()
+def swiglu_experts(x_sorted_MD: torch.Tensor, counts_E: torch.Tensor, w13_EDF: torch.Tensor,
+                   w2_EFD: torch.Tensor) -> torch.Tensor:
+    """SwiGLU routed experts on rows sorted by expert (counts_E rows each): one grouped matmul in, one out.
+    Shared by MoE.expert_compute and expert parallelism (on the local experts' weights)."""
+    offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
+    g, u = expert_mm(x_sorted_MD, w13_EDF, offs_E).chunk(2, dim=-1)
+    return expert_mm((F.silu(g) * u).contiguous(), w2_EFD, offs_E)
 
 
 class SwiGLU(nn.Module):
@@ -79,10 +75,7 @@ class MoE(nn.Module):
         this one method (all-to-all the rows to the experts' owners, compute, all-to-all back)."""
         dtype = torch.get_autocast_dtype(x_sorted_MD.device.type) if torch.is_autocast_enabled(
             x_sorted_MD.device.type) else x_sorted_MD.dtype
-        offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
-        h_MF2 = expert_mm(x_sorted_MD.to(dtype), self.w13_EDF.to(dtype), offs_E)
-        g, u = h_MF2.chunk(2, dim=-1)
-        return expert_mm((F.silu(g) * u).contiguous(), self.w2_EFD.to(dtype), offs_E)
+        return swiglu_experts(x_sorted_MD.to(dtype), counts_E, self.w13_EDF.to(dtype), self.w2_EFD.to(dtype))
 
     def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(output [B,T,D], routed-token counts per expert [E] for this call)."""

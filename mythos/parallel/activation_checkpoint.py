@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import CheckpointWrapper, checkpoint_wrapper
 from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 
+import mythos.model.grouped  # noqa: F401  (registers torch.ops.mythos.expert_mm)
 from mythos.errors import UserError
 
 MODES = ("none", "loop", "block", "selective")
@@ -27,6 +28,7 @@ MODES = ("none", "loop", "block", "selective")
 _SAVE_OP_NAMES = ("mm", "addmm", "bmm", "_grouped_mm", "_scaled_dot_product_flash_attention",
                   "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu")
 _SAVE_OPS = {getattr(torch.ops.aten, n).default for n in _SAVE_OP_NAMES if hasattr(torch.ops.aten, n)}
+_SAVE_OPS.add(torch.ops.mythos.expert_mm.default)  # the routed experts' grouped matmuls
 
 
 def _selective_policy(ctx, op, *args, **kwargs):

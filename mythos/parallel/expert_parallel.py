@@ -20,15 +20,14 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, Shard
 
 from mythos.errors import UserError
+from mythos.model.moe import swiglu_experts
 from mythos.parallel.mesh import DP_SHARD, EP
 
 EXPERT_PARAM_NAMES = ("w13_EDF", "w2_EFD")
-_GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 # ---- autograd-correct collectives -----------------------------------------------------------------------------------
@@ -83,27 +82,6 @@ def expert_major_permutation(recv_PE: torch.Tensor) -> torch.Tensor:
     return block_start + torch.arange(total, device=recv_PE.device) - new_start
 
 
-def grouped_experts(x_MD: torch.Tensor, counts_E: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
-                    use_grouped_mm: bool = True) -> torch.Tensor:
-    """SwiGLU experts on rows sorted by expert (the same math as MoE.expert_compute, on the local weights)."""
-    from mythos.model.moe import _ContiguousGrad
-
-    if use_grouped_mm and hasattr(torch, "_grouped_mm") and x_MD.dtype in _GROUPED_DTYPES and x_MD.shape[0] > 0:
-        offs = torch.cumsum(counts_E, 0).to(torch.int32)
-        h = _ContiguousGrad.apply(torch._grouped_mm(x_MD, w13, offs=offs))
-        g, u = h.chunk(2, dim=-1)
-        return _ContiguousGrad.apply(torch._grouped_mm((F.silu(g) * u).contiguous(), w2, offs=offs))
-    outs, start = [], 0
-    for e, n in enumerate(counts_E.tolist()):
-        if n:
-            g, u = (x_MD[start:start + n] @ w13[e]).chunk(2, dim=-1)
-            outs.append((F.silu(g) * u) @ w2[e])
-        start += n
-    if not outs:  # keep the weights in the graph: every rank must run the same gradient collectives
-        return x_MD.new_zeros(0, w2.shape[-1]) + 0.0 * (w13.sum() + w2.sum()).to(x_MD.dtype)
-    return torch.cat(outs)
-
-
 class EPExpertCompute:
     """Bound to one MoE module; called as `moe.expert_compute(x_sorted_MD, counts_E)`."""
 
@@ -128,8 +106,9 @@ class EPExpertCompute:
         perm = expert_major_permutation(recv_PE)
         w13 = _ReduceExpertGrad.apply(_local(moe.w13_EDF), self.world, self.dp_group, self.dp_shard)
         w2 = _ReduceExpertGrad.apply(_local(moe.w2_EFD), self.world, self.dp_group, self.dp_shard)
-        y_e = grouped_experts(x_recv[perm], recv_PE.sum(0), w13.to(dtype), w2.to(dtype),
-                              getattr(moe, "use_grouped_mm", True))
+        y_e = swiglu_experts(x_recv[perm], recv_PE.sum(0), w13.to(dtype), w2.to(dtype))
+        if y_e.shape[0] == 0:  # keep the weights in the graph: every rank must run the same gradient collectives
+            y_e = y_e + 0.0 * (w13.sum() + w2.sum()).to(y_e.dtype)
         y_recv = y_e[torch.argsort(perm)]
         return _AllToAll.apply(y_recv, send_splits, recv_splits, self.ep_group)
 
