@@ -16,18 +16,12 @@ import torch.nn.functional as F
 
 from mythos.model import ModelConfig, Mythos, model_stats
 from mythos.model.moe import MoE
+from mythos.train.metrics import measured_cpu_matmul_flops
 
 
 def matmul_flops(dtype: torch.dtype, n: int = 2048, reps: int = 6) -> float:
-    """Best-of FLOP/s of an n×n×n matmul (the 'peak' MFU is measured against)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
+    """Best-of FLOP/s of an n×n×n matmul (the 'peak' MFU is measured against): the trainer's own measurement."""
+    return measured_cpu_matmul_flops(n, reps, dtype)
 
 
 def naive_moe_forward(self: MoE, x_BTD: torch.Tensor):

@@ -32,10 +32,10 @@ def peak_flops(device: torch.device, configured_tflops: float) -> float:
     return measured_cpu_matmul_flops()
 
 
-def measured_cpu_matmul_flops(n: int = 1024, trials: int = 7) -> float:
-    """fp32 matmul throughput of this CPU (best of several trials: a busy machine only slows a trial down),
+def measured_cpu_matmul_flops(n: int = 1024, trials: int = 7, dtype: torch.dtype = torch.float32) -> float:
+    """Matmul throughput of this CPU (best of several trials: a busy machine only slows a trial down),
     the denominator of CPU MFU."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(trials):
