@@ -24,7 +24,7 @@ demo: $(STAMP)
 	test -f $(DATA)/metadata.json || $(BIN)/mythos-prep stdlib --out $(DATA) --vocab-size 4096
 	$(BIN)/mythos-train --config configs/tiny-cpu.toml --run.dir $(RUN) --data.path $(DATA)
 	$(BIN)/mythos-eval $(RUN) --loops 1,2,4,8,16
-	$(BIN)/mythos-generate $(RUN) --prompt "def main(" --loops 8 --max-new-tokens 64
+	$(BIN)/mythos-generate $(RUN) --prompt "def main(" --loops 8 --max-new-tokens 80 --temperature 0.8 --top-k 40
 	@echo "Watch it: $(BIN)/tensorboard --logdir $(RUN)/tb"
 
 clean:
