@@ -67,6 +67,17 @@ class DistEnv:
             dist.destroy_process_group()
 
 
+def exit_after_distributed(rc: int) -> None:
+    """End a process that ran collectives without interpreter finalization. Gloo's C++ worker threads can abort the
+    process ("terminate called without an active exception", SIGABRT) while Python tears down, even after
+    destroy_process_group (pytorch#179291); a launcher would read that as a failure. Call it only once every file is
+    closed and the process group is destroyed."""
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)

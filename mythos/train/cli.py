@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mythos.config import load_config, parse_overrides
@@ -15,12 +16,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="TOML config (see configs/)")
     args, rest = p.parse_known_args(argv)
     cfg = load_config(args.config, parse_overrides(rest))
+    from mythos.parallel.env import exit_after_distributed
     from mythos.train.trainer import EXIT_DIVERGED, TrainingDiverged, train
     try:
-        return train(cfg)
+        rc = train(cfg)
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
-        return EXIT_DIVERGED
+        rc = EXIT_DIVERGED
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun, or from SLURM_* by DistEnv
+        exit_after_distributed(rc)
+    return rc
 
 
 if __name__ == "__main__":

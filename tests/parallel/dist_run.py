@@ -53,6 +53,7 @@ def main(argv=None) -> None:
     from mythos.config import ParallelConfig, TrainConfig
     from mythos.model import Mythos
     from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, clip_grad_norm, parallelize
+    from mythos.parallel.env import exit_after_distributed
     from mythos.parallel.fsdp import count_collectives
     from mythos.train.optim import build_optimizer
 
@@ -103,6 +104,8 @@ def main(argv=None) -> None:
     if env.world_size > 1:  # every rank reports its bias: they must agree
         torch.save(biases, f"{a.out}.bias{env.rank}")
     env.shutdown()
+    if env.world_size > 1:
+        exit_after_distributed(0)
 
 
 # ---- launching ------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ def _comm(tmp_path, loops, *extra):
     out = tmp_path / f"c{loops}{'_'.join(extra)}.pt"
     launch(2, ["--out", str(out), "--steps", "2", "--loops", str(loops), "--backprop-k", "0", "--count-comm",
                *extra])
-    return torch.load(out)["comm"]
+    return torch.load(out, weights_only=True)["comm"]
 
 
 @pytest.mark.slow

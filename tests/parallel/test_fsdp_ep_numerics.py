@@ -16,14 +16,14 @@ EXPERT_KEYS = ("recurrence.block.ffn.w13_EDF", "recurrence.block.ffn.w2_EFD")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "ref.pt"
     launch(1, ["--out", str(out), "--steps", str(STEPS)])
-    return torch.load(out)
+    return torch.load(out, weights_only=True)
 
 
 def _run(tmp_path, nproc, *args):
     out = tmp_path / "run.pt"
     launch(nproc, ["--out", str(out), "--steps", str(STEPS), *args])
-    res = torch.load(out)
-    biases = [torch.load(f"{out}.bias{r}") for r in range(nproc)]
+    res = torch.load(out, weights_only=True)
+    biases = [torch.load(f"{out}.bias{r}", weights_only=True) for r in range(nproc)]
     return res, biases
 
 

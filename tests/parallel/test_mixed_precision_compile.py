@@ -15,7 +15,7 @@ BF16_TOL = 0.05
 def _losses(tmp_path, nproc, *args):
     out = tmp_path / f"{nproc}{'_'.join(args)}.pt"
     launch(nproc, ["--out", str(out), "--steps", "8", "--fixed-data", "--lr", "1e-2", *args])
-    return torch.load(out)["losses"]
+    return torch.load(out, weights_only=True)["losses"]
 
 
 @pytest.mark.slow
@@ -40,6 +40,6 @@ def test_compile_smoke(tmp_path):
     out_c, out_e = tmp_path / "c.pt", tmp_path / "e.pt"
     launch(1, ["--out", str(out_c), "--steps", "2", "--compile", "--ac", "loop"], timeout=600)
     launch(1, ["--out", str(out_e), "--steps", "2", "--ac", "loop"])
-    c, e = torch.load(out_c), torch.load(out_e)
+    c, e = torch.load(out_c, weights_only=True), torch.load(out_e, weights_only=True)
     assert c["compiled_graphs"] > 0
     assert all(abs(a - b) <= 1e-4 for a, b in zip(c["losses"], e["losses"])), (c["losses"], e["losses"])
