@@ -20,7 +20,9 @@ import torch
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
-def peak_flops(device: torch.device, configured_tflops: float) -> float:
+def peak_flops(device: torch.device, configured_tflops: float, dtype: torch.dtype = torch.float32) -> float:
+    """The MFU denominator: configured, a GPU's bf16 table value, or this CPU's measured matmul rate in the dtype
+    the run computes in."""
     if configured_tflops > 0:
         return configured_tflops * 1e12
     if device.type == "cuda":
@@ -29,7 +31,7 @@ def peak_flops(device: torch.device, configured_tflops: float) -> float:
             if key in name:
                 return tflops * 1e12
         return 100e12
-    return measured_cpu_matmul_flops()
+    return measured_cpu_matmul_flops(dtype=dtype)
 
 
 def measured_cpu_matmul_flops(n: int = 1024, trials: int = 7, dtype: torch.dtype = torch.float32) -> float:

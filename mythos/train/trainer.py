@@ -114,7 +114,8 @@ def _train(cfg: Config, env: DistEnv) -> int:
 
     # ---- the loop
     stop = StopFlag().install()
-    flops_peak = peak_flops(env.device, cfg.metrics.peak_tflops)
+    bf16 = t.dtype == "bf16" or cfg.parallel.mixed_precision == "bf16"
+    flops_peak = peak_flops(env.device, cfg.metrics.peak_tflops, torch.bfloat16 if bf16 else torch.float32)
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.dtype == "bf16"
                 else contextlib.nullcontext())
     tokens_per_step = t.global_batch * t.seq_len
