@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from mythos.config import build_config, load_toml
+from mythos.config import apply_dict, build_config, load_toml
 from mythos.data.loader import parse_spec
 from mythos.errors import UserError
 from mythos.model import ModelConfig, Mythos
@@ -16,13 +16,6 @@ from mythos.train.checkpoint import CheckpointManager
 
 EXPORT_FORMAT = "mythos-export-v1"
 TOKENIZER_KEY = "__tokenizer_model__"
-
-
-def model_config_from_dict(d: dict) -> ModelConfig:
-    from mythos.config import apply_dict
-    cfg = ModelConfig.named(d.get("name", "tiny")) if "name" in d else ModelConfig()
-    apply_dict(cfg, {k: v for k, v in d.items() if k != "name"}, "model.")
-    return cfg
 
 
 def load_run(run_dir: str | Path):
@@ -63,7 +56,8 @@ def load_exported(path: str | Path):
         meta = f.metadata() or {}
     if meta.get("format") != EXPORT_FORMAT:
         raise UserError(f"{path}: not a mythos-export file (format {meta.get('format')!r})")
-    cfg = model_config_from_dict(json.loads(meta["model_config"]))
+    cfg = ModelConfig()
+    apply_dict(cfg, json.loads(meta["model_config"]), "model.")
     tensors = load_file(str(path))
     tok_path = None
     if TOKENIZER_KEY in tensors:

@@ -76,11 +76,6 @@ def _attend(q_BHTd: torch.Tensor, k_BHSd: torch.Tensor, v_BHSd: torch.Tensor, en
     return F.scaled_dot_product_attention(q_BHTd, k_BHSd, v_BHSd, attn_mask=mask_TS, enable_gqa=enable_gqa)
 
 
-def _out_proj(d_in: int, d_out: int) -> nn.Linear:
-    lin = nn.Linear(d_in, d_out, bias=False)
-    return lin
-
-
 class GQA(nn.Module):
     """Grouped-query attention; RoPE on the whole head; the cache holds k (after RoPE) and v per kv-head."""
 
@@ -89,7 +84,7 @@ class GQA(nn.Module):
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.wq = nn.Linear(cfg.dim, self.n_heads * self.hd, bias=False)
         self.wkv = nn.Linear(cfg.dim, 2 * self.n_kv * self.hd, bias=False)
-        self.wo = _out_proj(self.n_heads * self.hd, cfg.dim)
+        self.wo = nn.Linear(self.n_heads * self.hd, cfg.dim, bias=False)
 
     def forward(self, x_BTD, cos_TF, sin_TF, cache: LayerCache | None = None):
         b, t, _ = x_BTD.shape
@@ -120,7 +115,7 @@ class MLA(nn.Module):
         self.wkv_a = nn.Linear(cfg.dim, self.r + self.dr, bias=False)
         self.kv_norm = RMSNorm(self.r, eps=cfg.norm_eps)
         self.wkv_b = nn.Linear(self.r, self.n_heads * (self.dn + self.dv), bias=False)
-        self.wo = _out_proj(self.n_heads * self.dv, cfg.dim)
+        self.wo = nn.Linear(self.n_heads * self.dv, cfg.dim, bias=False)
 
     def forward(self, x_BTD, cos_TF, sin_TF, cache: LayerCache | None = None):
         b, t, _ = x_BTD.shape

@@ -13,7 +13,7 @@ placements (Replicate, Shard(0)): ep rank p holds experts [p·E/P, (p+1)·E/P). 
 Gradients. The owner of expert e receives d(Σ_{r in its ep group} L_r)/dw_e through the all-to-all backward, where
 L_r is rank r's local mean loss. The global loss is (1/W) Σ_r L_r, so the owner's gradient is divided by W and
 summed over "dp_shard" (the ranks that hold the same experts) — `_ReduceExpertGrad` does both in the backward of
-each use. FSDP ignores these parameters (`expert_params()` lists them for `fully_shard(ignored_params=...)`).
+each use. FSDP ignores these parameters (`apply_expert_parallel` returns them for `fully_shard(ignored_params=...)`).
 """
 from __future__ import annotations
 
@@ -140,9 +140,3 @@ def apply_expert_parallel(model: nn.Module, mesh: DeviceMesh) -> list[nn.Paramet
             params.append(param)
         moe.expert_compute = EPExpertCompute(moe, mesh)  # instance attribute shadows the method
     return params
-
-
-def expert_params(model: nn.Module) -> list[nn.Parameter]:
-    """The expert-parallel (DTensor on the 2-D mesh) parameters of a parallelized model."""
-    return [getattr(m, n) for m in (model.moe_modules() if hasattr(model, "moe_modules") else [])
-            for n in EXPERT_PARAM_NAMES if isinstance(getattr(m, n), DTensor)]

@@ -51,7 +51,3 @@ _FLAT: dict[int, DeviceMesh] = {}
 def dp_mesh(mesh: DeviceMesh) -> DeviceMesh:
     """All ranks as one 1-D mesh: FSDP for the non-expert parameters."""
     return _FLAT.get(id(mesh)) or mesh._flatten(DP)
-
-
-def ep_size(mesh: DeviceMesh | None) -> int:
-    return 1 if mesh is None else mesh[EP].size()

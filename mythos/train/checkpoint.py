@@ -19,7 +19,13 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 from mythos.errors import UserError
 
@@ -80,19 +86,16 @@ class CheckpointManager:
         if path is None:
             raise UserError(f"{self.root}: no checkpoint found")
         opts = StateDictOptions(strict=True)
-        if optimizer is not None:
+        if optimizer is None:  # inference: the model part of the checkpoint only
+            state = {"model": get_model_state_dict(model, options=opts)}
+            dcp.load(state, checkpoint_id=str(path))
+            set_model_state_dict(model, state["model"], options=opts)
+        else:
             model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
             state = {"model": model_sd, "optim": optim_sd}
-        else:
-            from torch.distributed.checkpoint.state_dict import get_model_state_dict
-            state = {"model": get_model_state_dict(model, options=opts)}
-        dcp.load(state, checkpoint_id=str(path))
-        if optimizer is not None:
+            dcp.load(state, checkpoint_id=str(path))
             set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                            options=opts)
-        else:
-            from torch.distributed.checkpoint.state_dict import set_model_state_dict
-            set_model_state_dict(model, state["model"], options=opts)
         trainer_state = json.loads((path / "trainer_state.json").read_text())
         rng_file = path / f"rng_rank{_rank():05d}.pt"
         if rng_file.is_file():
