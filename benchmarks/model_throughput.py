@@ -47,7 +47,7 @@ def bench(name: str, dtype: str, moe_impl: str, batch: int, seq: int, steps: int
     torch.manual_seed(0)
     cfg = ModelConfig.named(name)
     model = Mythos(cfg)
-    n_loops = max(1, round(cfg.loops.mean))
+    n_loops = cfg.loops.train_count
     if moe_impl == "naive":
         for m in model.moe_modules():
             m.forward = naive_moe_forward.__get__(m)

@@ -47,18 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     loops = parse_loops(args.loops)
     from mythos.evals.load import load_run
-    from mythos.evals.validate import validation_loss
+    from mythos.evals.validate import validation_losses
     from mythos.parallel.env import DistEnv
     model, cfg, _ = load_run(args.run)
     env = DistEnv.from_environment("cpu")
-    batches = args.batches or cfg.data.val_batches
-    counts = [None] if cfg.model.mode == "dense" else loops
     results = {}
     print(f"{'loops':>6} | {'val loss':>9} | {'ppl':>9}")
-    for n in counts:
-        loss = validation_loss(model, cfg.data.path, seq_len=cfg.train.seq_len, global_batch=cfg.train.global_batch,
-                               batches=batches, env=env, n_loops=n, micro_batch=cfg.train.micro_batch,
-                               seed=cfg.train.seed)
+    for n, loss in validation_losses(model, cfg, env, loops, batches=args.batches):
         results[n or 0] = loss
         print(f"{n or '-':>6} | {loss:9.4f} | {math.exp(min(loss, 50)):9.2f}", flush=True)
     from mythos.evals.unigram import unigram_entropy

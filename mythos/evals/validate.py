@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from mythos.config import Config
 from mythos.data import build_loader
 from mythos.parallel.env import DistEnv, all_reduce_sum
 
@@ -25,3 +26,13 @@ def validation_loss(model: torch.nn.Module, data_spec: str, *, seq_len: int, glo
             total[1] += y_BT.numel()
     all_reduce_sum(total)
     return float(total[0] / total[1])
+
+
+def validation_losses(model: torch.nn.Module, cfg: Config, env: DistEnv, loop_counts: list[int],
+                      batches: int | None = None):
+    """(n_loops, loss) for each loop count, as each is computed, on the run's validation data. A dense model has no
+    loop count: one (None, loss)."""
+    for n in [None] if cfg.model.mode == "dense" else loop_counts:
+        yield n, validation_loss(model, cfg.data.path, seq_len=cfg.train.seq_len, global_batch=cfg.train.global_batch,
+                                 batches=batches or cfg.data.val_batches, env=env, n_loops=n,
+                                 micro_batch=cfg.train.micro_batch, seed=cfg.train.seed)

@@ -26,6 +26,12 @@ class LoopConfig:
     inference: int = 4  # default count in eval mode (and n_loops=None)
     state_init: str = "zero"  # zero | embed: h_0 = 0 or h_0 = e (prelude output)
 
+    @property
+    def train_count(self) -> int:
+        """The loop count a run is characterised by (rounded mean, at least 1): the default in training mode, the
+        count for FLOP accounting, and the validation count (with twice it)."""
+        return max(1, round(self.mean))
+
 
 @dataclass
 class AttentionConfig:

@@ -96,7 +96,7 @@ class Mythos(nn.Module):
     def default_loops(self) -> int:
         """n_loops=None: the rounded training mean in training mode, loops.inference in eval mode."""
         lp = self.cfg.loops
-        return max(1, round(lp.mean)) if self.training else lp.inference
+        return lp.train_count if self.training else lp.inference
 
     # ---- forward ----------------------------------------------------------------------------------------------------
     def forward(self, tokens_BT: torch.Tensor, n_loops: int | None = None, cache: KVCache | None = None) -> ModelOutput:

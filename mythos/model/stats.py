@@ -47,7 +47,7 @@ def model_stats(cfg: ModelConfig, n_loops: int | None = None, seq_len: int = 204
         inactive = routed * (moe.n_experts - moe.top_k) // moe.n_experts
         active = total - inactive
         loop_mm = _matmul_params(m.recurrence) - inactive + (_matmul_params(m.halt) if m.halt is not None else 0)
-        n = int(n_loops) if n_loops is not None else max(1, round(cfg.loops.mean))
+        n = int(n_loops) if n_loops is not None else cfg.loops.train_count
         k = min(cfg.loops.backprop_k or n, n)
     fwd = 2 * (once_mm + n * loop_mm) + attn_fwd * (n_once_layers + n)
     bwd = 4 * (once_mm + k * loop_mm) + 2 * attn_fwd * (n_once_layers + k)

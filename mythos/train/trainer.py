@@ -18,7 +18,7 @@ from mythos.config import Config, save_config
 from mythos.data import build_loader, check_vocab, read_metadata
 from mythos.data.loader import parse_spec
 from mythos.errors import UserError
-from mythos.evals.validate import validation_loss
+from mythos.evals.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, parallelize
 from mythos.parallel import clip_grad_norm
@@ -122,7 +122,6 @@ def _train(cfg: Config, env: DistEnv) -> int:
     start_step, t_start, t_last_ckpt = step, time.perf_counter(), time.perf_counter()
     nonfinite_in_a_row = 0
     flops_by_loops: dict[int | None, int] = {}
-    train_loops = max(1, round(cfg.model.loops.mean)) if sampler else 1
     model.train()
     while step < t.steps:
         t0 = time.perf_counter()
@@ -185,7 +184,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
 
         # ---- validation, checkpoints, stop requests
         if t.eval_interval and step % t.eval_interval == 0 and step < t.steps:
-            run_validation(model, cfg, env, metrics, step, train_loops)
+            run_validation(model, cfg, env, metrics, step)
         now = time.perf_counter()
         timed = cfg.checkpoint.interval_minutes > 0 and now - t_last_ckpt >= 60 * cfg.checkpoint.interval_minutes
         if t.time_limit_minutes and now - t_start >= 60 * t.time_limit_minutes:
@@ -203,7 +202,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
     if cfg.checkpoint.final and step not in ckpt.complete_steps():
         save(step)
     if step > start_step or step == t.steps:
-        run_validation(model, cfg, env, metrics, step, train_loops)
+        run_validation(model, cfg, env, metrics, step)
     metrics.close()
     return 0
 
@@ -227,15 +226,11 @@ def per_loop_scalars(out) -> dict[str, float]:
     return scalars
 
 
-def run_validation(model, cfg: Config, env: DistEnv, metrics: MetricsLogger, step: int, train_loops: int) -> None:
+def run_validation(model, cfg: Config, env: DistEnv, metrics: MetricsLogger, step: int) -> None:
     """Validation loss at the training loop count and at twice it (the 'think longer' check)."""
-    counts = [None] if cfg.model.mode == "dense" else [train_loops, 2 * train_loops]
-    results = {}
-    for n in counts:
-        loss = validation_loss(model, cfg.data.path, seq_len=cfg.train.seq_len, global_batch=cfg.train.global_batch,
-                               batches=cfg.data.val_batches, env=env, n_loops=n, micro_batch=cfg.train.micro_batch,
-                               seed=cfg.train.seed)
-        results[f"val/loss_loops_{n}" if n else "val/loss"] = loss
+    t = cfg.model.loops.train_count
+    results = {f"val/loss_loops_{n}" if n else "val/loss": loss
+               for n, loss in validation_losses(model, cfg, env, [t, 2 * t])}
     metrics.log_scalars(step, results)
     metrics.console("validation | " + " | ".join(f"{k} {v:.4f}" for k, v in results.items()))
     model.train()
