@@ -44,9 +44,8 @@ class ACTState:
     def ponder(self) -> torch.Tensor:
         return (self.steps_BT + self.remainder_BT).mean()
 
-    def stats(self, n_loops: int) -> dict[str, float]:
-        return {
-            "mean_steps": float(self.steps_BT.mean()),
-            "max_steps": float(self.steps_BT.max()),
-            "frac_halted_early": float((self.steps_BT < n_loops).float().mean()),
-        }
+    def stats(self, n_loops: int) -> dict[str, torch.Tensor]:
+        """Detached 0-d tensors (no host sync inside the forward)."""
+        steps = self.steps_BT.detach()
+        return {"mean_steps": steps.mean(), "max_steps": steps.max(),
+                "frac_halted_early": (steps < n_loops).float().mean()}

@@ -34,8 +34,9 @@ class ModelOutput:
     ponder: torch.Tensor  # scalar, unweighted ponder cost (0 when ACT is off)
     router_load_LE: torch.Tensor | None  # [n_loops, n_experts] routed-token counts per loop; None in dense mode
     hidden_norm_L: torch.Tensor  # [n_loops] mean L2 norm of h after each loop (dense: [1], after the last block)
-    halt_stats: dict[str, float] = field(default_factory=dict)  # {} when ACT is off
-    injection_decay_max: float = 0.0  # max over channels of a (< 1); 0.0 in dense mode
+    # Detached 0-d tensors, not floats, so a forward never waits on the device; logging converts them once a step.
+    halt_stats: dict[str, torch.Tensor] = field(default_factory=dict)  # {} when ACT is off
+    injection_decay_max: torch.Tensor | float = 0.0  # max over channels of a (< 1); 0.0 in dense mode
     n_loops: int = 0
 
 
@@ -152,7 +153,7 @@ class Mythos(nn.Module):
             ponder = aux = e_BTD.new_zeros((), dtype=torch.float32)
             stats = {}
         with torch.no_grad():
-            decay_max = float(self.recurrence.injection.decay().max())
+            decay_max = self.recurrence.injection.decay().max()
         out = ModelOutput(None, aux, ponder, load_LE, torch.stack(norms), stats, decay_max, n)
         return self.loop_norm(x_BTD), out
 

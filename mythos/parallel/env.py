@@ -84,9 +84,10 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def all_reduce_mean(t: torch.Tensor) -> float:
+def all_reduce_mean(t: torch.Tensor) -> float | list[float]:
+    """Mean over ranks as Python floats (one collective for a whole vector of metrics)."""
     t = t.detach().clone()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
         t /= dist.get_world_size()
-    return float(t)
+    return t.tolist()

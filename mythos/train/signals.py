@@ -28,8 +28,10 @@ class StopFlag:
         """Ask for a clean stop (e.g. a wall-time limit), the same way a signal does."""
         self.signum = self.signum or -1
 
-    def any_rank_set(self, device: torch.device) -> bool:
-        flag = torch.tensor([1.0 if self.signum is not None else 0.0], device=device)
+    def agree(self, device: torch.device, *more: bool) -> list[bool]:
+        """[stop requested on any rank, then each of `more` set on any rank]: every step-boundary decision in one
+        all-reduce, so all ranks act together."""
+        flags = torch.tensor([self.signum is not None, *more], dtype=torch.float32, device=device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item() > 0)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return [f > 0 for f in flags.tolist()]

@@ -128,7 +128,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
         ce_sum = torch.zeros((), device=env.device)
-        aux_sum = torch.zeros((), device=env.device)
+        ponder_sum = torch.zeros((), device=env.device)
         out = None
         for m in range(n_micro):
             sl = slice(m * t.micro_batch, (m + 1) * t.micro_batch)
@@ -141,8 +141,8 @@ def _train(cfg: Config, env: DistEnv) -> int:
                 loss = (ce + out.aux_loss) / n_micro
             loss.backward()
             ce_sum += ce.detach()
-            aux_sum += out.aux_loss.detach()
-        ce_mean = all_reduce_mean(ce_sum / n_micro)
+            ponder_sum += out.ponder.detach()
+        ce_mean, ponder = all_reduce_mean(torch.stack([ce_sum, ponder_sum]) / n_micro)
         grad_norm = clip_grad_norm(model, t.grad_clip)
         step += 1
         if not (math.isfinite(ce_mean) and math.isfinite(grad_norm)):
@@ -172,7 +172,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
         flops_tok = flops_by_loops[loops]
         mfu = flops_tok * tok_s / (flops_peak * env.world_size)
         record = {"step": step, "loss": ce_mean, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
-                  "loops": loops if loops is not None else 0, "ponder": all_reduce_mean(aux_sum / n_micro),
+                  "loops": loops if loops is not None else 0, "ponder": ponder,
                   "mfu": mfu, "tokens": tokens_seen}
         metrics.log_step(record, per_loop_scalars(out) | {"sys/memory_mb": memory_mb(env.device)})
         if step % t.log_interval == 0 or step == t.steps or step == start_step + 1:
@@ -189,8 +189,8 @@ def _train(cfg: Config, env: DistEnv) -> int:
         timed = cfg.checkpoint.interval_minutes > 0 and now - t_last_ckpt >= 60 * cfg.checkpoint.interval_minutes
         if t.time_limit_minutes and now - t_start >= 60 * t.time_limit_minutes:
             stop.request()
-        stopping = stop.any_rank_set(env.device)
-        if stopping or any_rank(timed, env) or (cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0):
+        stopping, timed = stop.agree(env.device, timed)
+        if stopping or timed or (cfg.checkpoint.interval and step % cfg.checkpoint.interval == 0):
             save(step)
             t_last_ckpt = time.perf_counter()
         if stopping and step < t.steps:
@@ -205,10 +205,6 @@ def _train(cfg: Config, env: DistEnv) -> int:
         run_validation(model, cfg, env, metrics, step)
     metrics.close()
     return 0
-
-
-def any_rank(flag: bool, env: DistEnv) -> bool:
-    return all_reduce_sum(torch.tensor(float(flag), device=env.device)) > 0
 
 
 def per_loop_scalars(out) -> dict[str, float]:
