@@ -9,10 +9,6 @@ shards and reproduce the remaining shards byte for byte.
 """
 from __future__ import annotations
 
-import ctypes
-import multiprocessing as mp
-import os
-import signal
 import sys
 import time
 from collections import deque
@@ -22,49 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.sources import hash_frac
+from data_prep.workers import start_encoders
 from mythos.data.indexed import IndexedDataset, IndexedWriter
 from mythos.errors import UserError
 
 BATCH_BYTES = 256 * 1024
 SPLITS = ("train", "val")
-
-_sp = None
-_eos = 0
-_dtype = np.uint16
-
-
-def _die_with_parent() -> None:
-    try:  # Linux: a worker gets SIGKILL when the prep process dies (e.g. killed with SIGKILL)
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _init_worker(model_path: str, dtype: str, in_child: bool = True) -> None:
-    global _sp, _eos, _dtype
-    import sentencepiece as spm
-
-    if in_child:
-        _die_with_parent()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _sp = spm.SentencePieceProcessor()
-    _sp.load(model_path)
-    _eos = _sp.eos_id()
-    _dtype = np.dtype(dtype)
-
-
-def encode_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of `texts` back to back, EOS after each, and the per-document lengths (EOS included)."""
-    ids = _sp.encode(texts, num_threads=1)
-    lengths = np.fromiter((len(x) + 1 for x in ids), dtype=np.int64, count=len(ids))
-    flat = np.empty(int(lengths.sum()), dtype=_dtype)
-    ends = np.cumsum(lengths)
-    pos = 0
-    for x, end in zip(ids, ends):
-        flat[pos: end - 1] = x
-        pos = end
-    flat[ends - 1] = _eos
-    return flat, lengths
 
 
 @dataclass
@@ -138,6 +97,23 @@ def scan_complete(out_dir: Path, split: str) -> list[dict]:
     return done
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(progress: bool):
+    """tqdm on an interactive stderr; otherwise (SLURM logs, --no-progress) nothing, and tqdm is not imported."""
+    if not progress or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(unit="tok", unit_scale=True, desc="encode", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+
+
 @dataclass
 class EncodeResult:
     tokens: int = 0  # tokens encoded in this run (skipped shards excluded)
@@ -149,30 +125,19 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
                progress: bool = True) -> EncodeResult:
     """Encode the (text, bytes) stream `docs` into `sinks`. Sinks that already hold complete shards (a resumed
     run) make the stream skip that many documents of their split without encoding them."""
-    from tqdm import tqdm
-
     skip = {s: sinks[s].docs_written for s in SPLITS}
     seen = {s: 0 for s in SPLITS}
-    dtype = sinks["train"].dtype
     res = EncodeResult()
-    best: tuple[float, str] | None = None  # the lowest-hash document: the val fallback for tiny corpora
-    pool = None
-    if workers > 1:
-        pool = mp.get_context("fork").Pool(workers, initializer=_init_worker, initargs=(model_path, dtype))
-    else:
-        _init_worker(model_path, dtype, in_child=False)
-    pending: deque = deque()
-    bar = tqdm(unit="tok", unit_scale=True, desc="encode", disable=None if progress else True, file=sys.stderr,
-               dynamic_ncols=True, mininterval=0.5)
+    best: tuple[float, bytes] | None = None  # the lowest-hash document: the val fallback for tiny corpora
+    flags_q: deque = deque()  # the val flags of each batch in flight, in submission order
+    depth = 1 if workers == 1 else 4 * workers  # batches in flight: bounded memory; covers a slow (huge) one
+    enc = start_encoders(workers, model_path, sinks["train"].dtype)
+    bar = progress_bar(progress)
     t_start = time.perf_counter()
 
-    def drain(limit: int) -> None:
-        while len(pending) > limit:
-            job, flags = pending.popleft()
-            tokens, lengths = job.get() if pool is not None else job
-            write(tokens, lengths, flags)
-
-    def write(tokens: np.ndarray, lengths: np.ndarray, flags: np.ndarray) -> None:
+    def write_next() -> None:
+        tokens, lengths = enc.result()
+        flags = flags_q.popleft()
         if not flags.any():
             sinks["train"].add(tokens, lengths)
         elif flags.all():
@@ -184,32 +149,34 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
         res.tokens += tokens.size
         bar.update(tokens.size)
 
-    def submit(texts: list[str], flags: list[bool]) -> None:
-        f = np.array(flags, dtype=bool)
-        pending.append((pool.apply_async(encode_batch, (texts,)) if pool is not None else encode_batch(texts), f))
-        drain(2 * workers + 2 if pool is not None else 0)
+    def submit(batch: list[bytes], flags: list[bool]) -> None:
+        enc.submit(batch)
+        flags_q.append(np.array(flags, dtype=bool))
+        while enc.in_flight >= depth:
+            write_next()
 
     try:
-        texts: list[str] = []
+        batch: list[bytes] = []
         flags: list[bool] = []
         size = 0
-        for text, data in docs:
+        for _, data in docs:
             h = hash_frac(data)
             if best is None or h < best[0]:
-                best = (h, text)
+                best = (h, data)
             split = "val" if h < val_fraction else "train"
             seen[split] += 1
             if seen[split] <= skip[split]:
                 continue
-            texts.append(text)
+            batch.append(data)
             flags.append(split == "val")
             size += len(data)
             if size >= BATCH_BYTES:
-                submit(texts, flags)
-                texts, flags, size = [], [], 0
-        if texts:
-            submit(texts, flags)
-        drain(0)
+                submit(batch, flags)
+                batch, flags, size = [], [], 0
+        if batch:
+            submit(batch, flags)
+        while enc.in_flight:
+            write_next()
         if seen["train"] < skip["train"] or (seen["val"] < skip["val"] and not (seen["val"] == 0 and skip["val"] == 1)):
             raise UserError(f"{sinks['train'].out_dir}: its complete shards hold more documents than the corpus now "
                             f"has (the sources changed since the interrupted run); re-run with --overwrite")
@@ -217,24 +184,18 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
             # No document hashed into val (a tiny corpus): copy the lowest-hash document into val (it stays in train).
             res.val_fallback = True
             if skip["val"] == 0:
-                if pool is not None:
-                    tokens, lengths = pool.apply(encode_batch, ([best[1]],))
-                else:
-                    tokens, lengths = encode_batch([best[1]])
-                write(tokens, lengths, np.ones(1, dtype=bool))
+                submit([best[1]], [True])
+                write_next()
         for s in SPLITS:
             sinks[s].finish()
     except BaseException:
         for s in SPLITS:
             sinks[s].abort()
-        if pool is not None:
-            pool.terminate()
-            pool = None
+        enc.terminate()
         raise
+    else:
+        enc.close()
     finally:
         bar.close()
-        if pool is not None:
-            pool.close()
-            pool.join()
     res.seconds = time.perf_counter() - t_start
     return res
