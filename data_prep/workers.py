@@ -160,8 +160,10 @@ class EncoderPool:
             p.kill()
         for p in self._procs:
             p.join()
+        self._tasks._reader.close()  # no reader left: a put blocked on the full pipe fails with EPIPE
         self._outbox.put(None)
-        self._feeder.join(5.0)  # a pending put may stay blocked on the full pipe: the thread is a daemon
+        self._feeder.join()
+        self._results.close()
 
 
 def start_encoders(workers: int, model_path: str, dtype: str) -> EncoderPool | InlineEncoder:

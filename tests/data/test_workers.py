@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -88,3 +89,20 @@ def test_a_killed_worker_is_an_error_not_a_hang(model_and_docs):
                 enc.result()
     finally:
         enc.terminate()
+
+
+@pytest.mark.timeout(60)
+def test_terminate_returns_while_the_feeder_is_blocked_on_a_full_pipe(model_and_docs):
+    model, _ = model_and_docs
+    enc = W.start_encoders(2, model, "uint16")
+    for p in enc._procs:
+        os.kill(p.pid, signal.SIGSTOP)  # nobody reads the task pipe
+    for _ in range(8):
+        enc.submit([b"x" * (1 << 20)])  # 8 MiB: more than the pipe holds
+    time.sleep(0.5)
+    assert not enc._outbox.empty() or enc._feeder.is_alive()
+    t = time.perf_counter()
+    enc.terminate()
+    assert time.perf_counter() - t < 3.0
+    assert not enc._feeder.is_alive()
+    assert all(p.exitcode == -signal.SIGKILL for p in enc._procs)
