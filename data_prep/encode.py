@@ -185,7 +185,8 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
             res.val_fallback = True
             if skip["val"] == 0:
                 submit([best[1]], [True])
-                write_next()
+                while enc.in_flight:
+                    write_next()
         for s in SPLITS:
             sinks[s].finish()
     except BaseException:

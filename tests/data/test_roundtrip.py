@@ -117,11 +117,12 @@ def test_weights_repeat_and_subsample(tmp_path):
     assert 0 < len(tail) < len(texts) and all(t in texts for t in tail)
 
 
-def test_tiny_corpus_still_has_a_val_document(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_tiny_corpus_still_has_a_val_document(tmp_path, workers):
     root = tmp_path / "c"
     make_corpus(root, n_files=3, special=False)
     out = tmp_path / "out"
-    assert main([str(root), "--out", str(out), "--val-fraction", "0.0001", *PREP]) == 0
+    assert main([str(root), "--out", str(out), "--val-fraction", "0.0001", "--workers", workers, *PREP]) == 0
     meta = read_metadata(out)
     assert meta["val_fallback"] is True and meta["splits"]["val"]["documents"] == 1
     assert meta["splits"]["train"]["documents"] == 3
