@@ -130,7 +130,6 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
     res = EncodeResult()
     best: tuple[float, bytes] | None = None  # the lowest-hash document: the val fallback for tiny corpora
     flags_q: deque = deque()  # the val flags of each batch in flight, in submission order
-    depth = 1 if workers == 1 else 4 * workers  # batches in flight: bounded memory; covers a slow (huge) one
     enc = start_encoders(workers, model_path, sinks["train"].dtype)
     bar = progress_bar(progress)
     t_start = time.perf_counter()
@@ -152,7 +151,11 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
     def submit(batch: list[bytes], flags: list[bool]) -> None:
         enc.submit(batch)
         flags_q.append(np.array(flags, dtype=bool))
-        while enc.in_flight >= depth:
+        while enc.in_flight >= enc.depth:
+            write_next()
+
+    def drain() -> None:
+        while enc.in_flight:
             write_next()
 
     try:
@@ -175,8 +178,7 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
                 batch, flags, size = [], [], 0
         if batch:
             submit(batch, flags)
-        while enc.in_flight:
-            write_next()
+        drain()
         if seen["train"] < skip["train"] or (seen["val"] < skip["val"] and not (seen["val"] == 0 and skip["val"] == 1)):
             raise UserError(f"{sinks['train'].out_dir}: its complete shards hold more documents than the corpus now "
                             f"has (the sources changed since the interrupted run); re-run with --overwrite")
@@ -185,8 +187,7 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
             res.val_fallback = True
             if skip["val"] == 0:
                 submit([best[1]], [True])
-                while enc.in_flight:
-                    write_next()
+                drain()
         for s in SPLITS:
             sinks[s].finish()
     except BaseException:

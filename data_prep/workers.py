@@ -74,6 +74,8 @@ def _serve(model_path: str, dtype: str, tasks, results) -> None:
 class InlineEncoder:
     """workers = 1: encode in the calling process (no copies, no IPC)."""
 
+    depth = 1  # batches to keep in flight: each is encoded when submitted
+
     def __init__(self, model_path: str, dtype: str):
         _load(model_path, dtype)
         self._done: deque = deque()
@@ -103,6 +105,7 @@ class EncoderPool:
         self._tasks, self._results = ctx.SimpleQueue(), ctx.SimpleQueue()
         _grow_pipe(self._tasks._writer)
         _grow_pipe(self._results._writer)
+        self.depth = 4 * workers  # batches to keep in flight: bounded memory, and covers one slow (huge) batch
         self._procs = [ctx.Process(target=_serve, args=(model_path, dtype, self._tasks, self._results), daemon=True)
                        for _ in range(workers)]
         for p in self._procs:
