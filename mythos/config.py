@@ -59,6 +59,7 @@ class CheckpointConfig:
     interval_minutes: float = 0.0  # 0 disables time-based checkpoints
     keep: int = 3
     final: bool = True
+    async_save: bool = False  # write in a background thread; the loop waits only for the in-memory copy
 
 
 @dataclass
@@ -69,6 +70,7 @@ class ParallelConfig:
     ac: str = "loop"  # none | loop | block | selective
     compile: bool = False
     mixed_precision: str = "fp32"  # fp32 | bf16 (FSDP param dtype for compute)
+    collective_timeout_s: float = 600.0  # a step (with its save/validation) stalled this long: dump stacks, exit 75
 
 
 @dataclass
@@ -106,6 +108,9 @@ class Config:
         for key, value in positive.items():
             if value <= 0:
                 raise UserError(f"config key '{key}': expected a positive value, got {value}")
+        if not self.parallel.collective_timeout_s > 0:
+            raise UserError("config key 'parallel.collective_timeout_s': expected a positive number of seconds, "
+                            f"got {self.parallel.collective_timeout_s}")
         if not t.lr > 0:
             raise UserError(f"config key 'train.lr': expected a positive value, got {t.lr}")
         if self.parallel.ep < 1:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -44,7 +45,8 @@ class DistEnv:
         return self.world_size > 1
 
     @classmethod
-    def from_environment(cls, device: str = "auto") -> "DistEnv":
+    def from_environment(cls, device: str = "auto", timeout_s: float | None = None) -> "DistEnv":
+        """`timeout_s`: the process group's collective timeout (None: torch's default)."""
         _slurm_rendezvous()
         rank = _env_int("RANK", default=0)
         world = _env_int("WORLD_SIZE", default=1)
@@ -58,7 +60,8 @@ class DistEnv:
             torch.cuda.set_device(dev)
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                    device_id=dev if dev.type == "cuda" else None)
+                                    device_id=dev if dev.type == "cuda" else None,
+                                    timeout=timedelta(seconds=timeout_s) if timeout_s else None)
         return cls(rank, world, local, dev)
 
     def shutdown(self) -> None:

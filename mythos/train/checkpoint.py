@@ -1,24 +1,35 @@
 """Checkpoints in `run.dir/checkpoints/step_NNNNNNN/` with torch.distributed.checkpoint (DCP).
 
-A checkpoint is written to `step_NNNNNNN.tmp/` by every rank, then rank 0 renames it and replaces the `latest` pointer
-atomically (write + os.replace), so a kill at any moment leaves `latest` on a complete checkpoint. Model and optimizer
-go through DCP's get/set_state_dict, so the same code saves plain, FSDP2-sharded and expert-parallel models and loads
-them at another world size. The small trainer state (step, data position, scheduler) is JSON; RNG states are one
-tensor file per rank.
+Writing: every rank writes into `step_NNNNNNN.tmp/` (its RNG state, its DCP shards and their hashes), rank 0 adds the
+trainer state (JSON) and, once every rank's write is complete, the manifest (manifest.py); then it renames the
+directory and replaces the `latest` pointer atomically. A kill at any moment leaves `latest` on a complete checkpoint.
+With `checkpoint.async_save` the training loop waits only for DCP's in-memory copy; the write runs in a background
+thread and rank 0 commits (manifest, rename, `latest`) at the first step boundary after it finished.
+A failed write (disk full) removes the partial directory and stops the run with one line; `latest` is untouched.
+
+Reading: candidates are `latest`'s target, then older checkpoints, newest first. Each is verified against its manifest
+(hashing split over the ranks), then loaded through safe_pickle.py (no code from the files); the first that every
+rank verified and loaded wins, so all ranks agree. Damage falls back with one line; a file that tries to run code
+stops with one line. Model and optimizer go through DCP's get/set_state_dict, so plain, FSDP2-sharded and
+expert-parallel models save and load at any world size.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import shutil
+import sys
 import warnings
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import CheckpointException, FileSystemWriter
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -28,19 +39,53 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from mythos.errors import UserError
+from mythos.train import manifest
+from mythos.train.safe_pickle import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpoint
 
 STEP_DIR = re.compile(r"^step_(\d{7})$")
 # Single-process runs use DCP without a process group on purpose.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.barrier()
 
 
 def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _distributed() else 0
+
+
+def _world() -> int:
+    return dist.get_world_size() if _distributed() else 1
+
+
+def _agree(problem: tuple[str, str] | None) -> tuple[str, str] | None:
+    """The first rank's (kind, message) problem, the same on every rank (None when no rank had one)."""
+    if not _distributed():
+        return problem
+    everyone: list = [None] * _world()
+    dist.all_gather_object(everyone, problem)
+    return next((p for p in everyone if p is not None), None)
+
+
+def _reason(e: BaseException) -> tuple[str, str]:
+    """(kind, first line) of an exception, looking inside DCP's per-rank CheckpointException."""
+    if isinstance(e, CheckpointException):
+        inner = [exc for exc, _ in e.failures.values()]
+        for exc in inner:
+            if isinstance(exc, UnsafeCheckpoint):
+                return "unsafe", str(exc)
+        e = inner[0] if inner else e
+    if isinstance(e, UnsafeCheckpoint):
+        return "unsafe", str(e)
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
+        return "nospace", "disk full (ENOSPC)"
+    return "damaged", f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -56,47 +101,115 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+class _HashingWriter(FileSystemWriter):
+    """DCP's FileSystemWriter that hashes this rank's shards right after writing them (see manifest.py)."""
+
+    def __init__(self, path: Path, step: int, fault_hook: Callable[[str, int], None]):
+        super().__init__(path)
+        self.step, self.fault_hook = step, fault_hook
+
+    def write_data(self, plan, planner):
+        fut = super().write_data(plan, planner)
+        names = sorted({r.storage_data.relative_path for r in fut.wait()})
+        manifest.write_rank_hashes(Path(self.path), _rank(), names)
+        self.fault_hook("checkpoint_write", self.step)  # tests: a kill with the shards written, nothing committed
+        return fut
+
+
 class CheckpointManager:
-    def __init__(self, run_dir: str | Path, keep: int,
-                 fault_hook: Callable[[str, int], None] | None = None):
+    def __init__(self, run_dir: str | Path, keep: int, fault_hook: Callable[[str, int], None] | None = None,
+                 async_save: bool = False, say: Callable[[str], None] | None = None):
         self.root = Path(run_dir) / "checkpoints"
         self.keep = keep
         self.fault_hook = fault_hook or (lambda where, step: None)
+        self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.loaded_from: Path | None = None
+        self.async_save = async_save
+        # Background writes run their collectives on a group of their own, never interleaved with training's.
+        self._async_group = dist.new_group(backend="gloo") if async_save and _distributed() else None
+        self._pending: tuple[int, Future, list[Any]] | None = None  # (step, write future, [commit error])
 
     # ----------------------------------------------------------------------------------------------------- reading
     def latest_dir(self) -> Path | None:
+        """The directory `latest` names (None without a pointer); verification happens in load()."""
         pointer = self.root / "latest"
         if not pointer.is_file():
             return None
-        name = pointer.read_text().strip()
-        path = self.root / name
-        if not STEP_DIR.match(name) or not (path / "trainer_state.json").is_file():
-            raise UserError(f"{pointer}: points to {name!r}, which is not a complete checkpoint")
-        return path
+        name = pointer.read_text(errors="replace").strip()
+        return self.root / name if STEP_DIR.match(name) else None
 
     def complete_steps(self) -> list[int]:
         if not self.root.is_dir():
             return []
         return sorted(int(m.group(1)) for p in self.root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
 
+    def candidates(self) -> list[Path]:
+        """`latest`'s target, then older checkpoints newest first (all of them if the pointer is unusable)."""
+        latest = self.latest_dir()
+        steps = self.complete_steps()
+        if latest is not None and latest.is_dir():
+            top = int(latest.name[5:])
+            return [latest] + [self.root / f"step_{s:07d}" for s in reversed(steps) if s < top]
+        return [self.root / f"step_{s:07d}" for s in reversed(steps)]
+
+    def resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
+        """The trainer state of the newest checkpoint that verifies and loads (model, optimizer loaded in place);
+        None when the run has no checkpoint yet."""
+        if not self.candidates() and not (self.root / "latest").exists():
+            return None
+        return self.load(model, optimizer)
+
     def load(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
              path: Path | None = None) -> dict[str, Any]:
-        """Load model (+ optimizer) in place from `path` (default: latest); returns the trainer state dict."""
-        path = path or self.latest_dir()
-        if path is None:
+        """Load model (+ optimizer) in place from `path`, or from the newest checkpoint that verifies and loads;
+        returns the trainer state dict. Without an optimizer only the model part is read (inference)."""
+        tried = [Path(path)] if path is not None else self.candidates()
+        if not tried:
             raise UserError(f"{self.root}: no checkpoint found")
+        for i, cand in enumerate(tried):
+            problem = _agree(self._verify(cand))
+            state = None
+            if problem is None:
+                try:
+                    state = self._load_one(cand, model, optimizer)
+                except (CheckpointException, UnsafeCheckpoint, OSError, ValueError, KeyError, RuntimeError) as e:
+                    problem = _reason(e)
+                problem = _agree(problem)
+            if problem is None:
+                self.loaded_from = cand
+                return state
+            kind, msg = problem
+            if kind == "unsafe":
+                raise UserError(msg)
+            rest = tried[i + 1:]
+            if _rank() == 0:
+                self.say(f"warning: checkpoint {cand.name} unusable: {msg}" +
+                         (f"; trying {rest[0].name}" if rest else ""))
+        raise UserError(f"{self.root}: no checkpoint verifies and loads (tried {', '.join(p.name for p in tried)}); "
+                        f"nothing was deleted")
+
+    def _verify(self, path: Path) -> tuple[str, str] | None:
+        if not path.is_dir():
+            return "damaged", f"{path}: not a directory"
+        msg = manifest.verify(path, _rank(), _world())
+        return ("damaged", msg) if msg else None
+
+    def _load_one(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
         opts = StateDictOptions(strict=True)
+        reader, planner = SafeFileSystemReader(str(path)), SafeLoadPlanner()
         if optimizer is None:  # inference: the model part of the checkpoint only
             state = {"model": get_model_state_dict(model, options=opts)}
-            dcp.load(state, checkpoint_id=str(path))
+            dcp.load(state, storage_reader=reader, planner=planner)
             set_model_state_dict(model, state["model"], options=opts)
         else:
             model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
             state = {"model": model_sd, "optim": optim_sd}
-            dcp.load(state, checkpoint_id=str(path))
+            dcp.load(state, storage_reader=reader, planner=planner)
             set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                            options=opts)
         trainer_state = json.loads((path / "trainer_state.json").read_text())
+        if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("step"), int):
+            raise ValueError(f"{path / 'trainer_state.json'}: expected a JSON object with an integer 'step'")
         rng_file = path / f"rng_rank{_rank():05d}.pt"
         if rng_file.is_file():
             trainer_state["rng"] = torch.load(rng_file, weights_only=True)
@@ -105,29 +218,99 @@ class CheckpointManager:
     # ----------------------------------------------------------------------------------------------------- writing
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              trainer_state: dict[str, Any]) -> Path:
+        """Write checkpoint `step` (in the background with async_save; commit() then happens in poll()/wait())."""
+        self.wait()  # at most one write in flight
         name = f"step_{step:07d}"
-        final, tmp = self.root / name, self.root / f"{name}.tmp"
+        tmp = self.root / f"{name}.tmp"
         if _rank() == 0:
             self.root.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
                 shutil.rmtree(tmp)
         _barrier()
+        problem = None
+        try:  # small per-rank files first; every rank must know they worked before DCP's collectives start
+            tmp.mkdir(parents=True, exist_ok=True)
+            torch.save(rng_state(), tmp / f"rng_rank{_rank():05d}.pt")
+            if _rank() == 0:
+                (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
+        except (OSError, RuntimeError) as e:
+            problem = _reason(e)
+        self._raise_if(_agree(problem), step, tmp)
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
-        torch.save(rng_state(), tmp / f"rng_rank{_rank():05d}.pt")
-        self.fault_hook("checkpoint_write", step)
-        _barrier()
-        if _rank() == 0:
-            (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
+        writer = _HashingWriter(tmp, step, self.fault_hook)
+        if self.async_save:
+            fut = dcp.async_save({"model": model_sd, "optim": optim_sd}, storage_writer=writer,
+                                 process_group=self._async_group)
+            self._pending = (step, fut, [])
+            return self.root / name
+        try:
+            dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
+        except (CheckpointException, OSError, RuntimeError) as e:
+            problem = _reason(e)
+        self._raise_if(_agree(problem), step, tmp)
+        self._raise_if(_agree(self._commit(step) if _rank() == 0 else None), step, tmp)
+        return self.root / name
+
+    def pending_step(self) -> int | None:
+        """The step of the background write in flight (None: none)."""
+        return self._pending[0] if self._pending else None
+
+    def poll(self) -> None:
+        """At a step boundary: rank 0 commits a finished background write (no collective: rank 0's DCP future is
+        done only after every rank's shards are written). Failures surface in wait(), on every rank together."""
+        if self._pending and _rank() == 0 and self._pending[1].done() and not self._pending[2]:
+            step, fut, errors = self._pending
+            if fut.exception() is None:
+                errors.append(self._commit(step) or ("committed", ""))
+
+    def wait(self) -> None:
+        """Block until the background write (if any) is written and committed; raise its failure on every rank."""
+        if self._pending is None:
+            return
+        step, fut, errors = self._pending
+        self._pending = None
+        problem = None
+        try:
+            fut.result()
+        except (CheckpointException, OSError, RuntimeError) as e:
+            problem = _reason(e)
+        problem = _agree(problem)
+        tmp = self.root / f"step_{step:07d}.tmp"
+        self._raise_if(problem, step, tmp)
+        if _rank() == 0 and not errors:
+            errors.append(self._commit(step) or ("committed", ""))
+        self._raise_if(_agree(errors[0] if errors and errors[0][0] != "committed" else None), step, tmp)
+
+    def _commit(self, step: int) -> tuple[str, str] | None:
+        """Rank 0: manifest, rename into place, move `latest`, prune. A problem instead of an exception."""
+        name = f"step_{step:07d}"
+        final, tmp = self.root / name, self.root / f"{name}.tmp"
+        try:
+            manifest.write_manifest(tmp, step)
             if final.exists():  # re-saving the same step (e.g. final == last interval checkpoint)
                 shutil.rmtree(final)
             os.replace(tmp, final)
             pointer_tmp = self.root / "latest.tmp"
             pointer_tmp.write_text(name + "\n")
             os.replace(pointer_tmp, self.root / "latest")
-            self._prune(keep_name=name)
-        _barrier()
-        return final
+        except OSError as e:
+            return _reason(e)
+        if self.async_save:
+            self.say(f"checkpoint step {step} written in the background, committed -> {final}")
+        self._prune(keep_name=name)
+        return None
+
+    def _raise_if(self, problem: tuple[str, str] | None, step: int, tmp: Path) -> None:
+        """A failed save: rank 0 removes the partial directory; every rank stops with the same one line."""
+        if problem is None:
+            return
+        if _rank() == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            (self.root / "latest.tmp").unlink(missing_ok=True)
+        latest = self.latest_dir()
+        raise UserError(f"checkpoint step {step}: writing {tmp} failed: {problem[1]}; removed it, `latest` still "
+                        f"names {latest.name if latest else 'nothing'}" +
+                        ("; free space and re-run to resume" if problem[0] == "nospace" else ""))
 
     def _prune(self, keep_name: str) -> None:
         for p in self.root.iterdir():

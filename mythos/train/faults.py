@@ -1,12 +1,15 @@
 """Fault injection for tests of failure paths: MYTHOS_FAULTS="where@step[,where@step...]".
 
-`checkpoint_write@N` SIGKILLs the process in the middle of writing checkpoint N; `nan_loss@N` makes step N's loss
-non-finite. Unset in normal runs, where `hook` does nothing.
+`checkpoint_write@N` SIGKILLs the process in the middle of writing checkpoint N (after its shards are written, before
+the commit; with async saves this is in the background writer); `nan_loss@N` makes step N's loss non-finite;
+`hang@N` makes the last rank hang at the start of step N (blocked, as in stuck I/O) for the watchdog to find.
+Unset in normal runs, where `hook` does nothing.
 """
 from __future__ import annotations
 
 import os
 import signal
+import threading
 
 
 def _parse() -> set[tuple[str, int]]:
@@ -28,3 +31,6 @@ def active(where: str, step: int) -> bool:
 def hook(where: str, step: int) -> None:
     if where == "checkpoint_write" and active(where, step):
         os.kill(os.getpid(), signal.SIGKILL)
+    if where == "step" and active("hang", step):
+        if int(os.environ.get("RANK", "0")) == int(os.environ.get("WORLD_SIZE", "1")) - 1:
+            threading.Event().wait()  # forever, GIL released: only the watchdog thread still runs

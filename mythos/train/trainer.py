@@ -27,6 +27,7 @@ from mythos.train.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
 from mythos.train.optim import build_optimizer, build_scheduler
 from mythos.train.signals import EXIT_REQUEUE, StopFlag
+from mythos.train.watchdog import Watchdog, pg_timeout_s
 
 EXIT_DIVERGED = 3
 
@@ -51,7 +52,7 @@ def resolve_model_config(cfg: Config, meta: dict, data_dir: Path) -> ModelConfig
 
 
 def train(cfg: Config) -> int:
-    env = DistEnv.from_environment(cfg.train.device)
+    env = DistEnv.from_environment(cfg.train.device, timeout_s=pg_timeout_s(cfg.parallel.collective_timeout_s))
     try:
         return _train(cfg, env)
     finally:
@@ -84,14 +85,15 @@ def _train(cfg: Config, env: DistEnv) -> int:
     loader = build_loader(cfg.data.path, split="train", seq_len=t.seq_len, global_batch=t.global_batch,
                           rank=env.rank, world_size=env.world_size, seed=t.seed)
     sampler = LoopSampler(cfg.model.loops) if cfg.model.mode != "dense" else None
-    ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook)
+    ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook,
+                             async_save=cfg.checkpoint.async_save)
 
-    # ---- resume
+    # ---- resume (the newest checkpoint that verifies and loads on every rank)
     step, tokens_seen = 0, 0
-    if ckpt.latest_dir() is not None:
-        state = ckpt.load(model, optimizer)
+    state = ckpt.resume(model, optimizer)
+    if state is not None:
         if state.get("vocab_size", cfg.model.vocab_size) != cfg.model.vocab_size:
-            raise UserError(f"{ckpt.latest_dir()}: checkpoint vocab {state['vocab_size']} differs from the data's "
+            raise UserError(f"{ckpt.loaded_from}: checkpoint vocab {state['vocab_size']} differs from the data's "
                             f"{cfg.model.vocab_size}")
         scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["data"])
@@ -100,7 +102,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
         step, tokens_seen = state["step"], state["tokens_seen"]
     metrics = MetricsLogger(run_dir, enabled=env.rank == 0, tensorboard=cfg.metrics.tensorboard, resume_step=step)
     if step:
-        metrics.console(f"resumed from {ckpt.latest_dir()} at step {step}")
+        metrics.console(f"resumed from {ckpt.loaded_from} at step {step}")
     metrics.console(f"model {cfg.model_name}: {stats['total_params'] / 1e6:.2f}M params, "
                     f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} | device {env.device}")
 
@@ -123,7 +125,11 @@ def _train(cfg: Config, env: DistEnv) -> int:
     nonfinite_in_a_row = 0
     flops_by_loops: dict[int | None, int] = {}
     model.train()
+    watchdog = Watchdog(run_dir, cfg.parallel.collective_timeout_s).start()
     while step < t.steps:
+        watchdog.beat(step + 1)
+        faults.hook("step", step + 1)
+        ckpt.poll()
         t0 = time.perf_counter()
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
@@ -194,13 +200,16 @@ def _train(cfg: Config, env: DistEnv) -> int:
             save(step)
             t_last_ckpt = time.perf_counter()
         if stopping and step < t.steps:
+            ckpt.wait()
             metrics.console(f"stop requested (signal {stop.signum}); checkpointed step {step}; "
                             f"exit {EXIT_REQUEUE} (requeue)")
             metrics.close()
             return EXIT_REQUEUE
 
-    if cfg.checkpoint.final and step not in ckpt.complete_steps():
+    watchdog.stop()
+    if cfg.checkpoint.final and step not in ckpt.complete_steps() and ckpt.pending_step() != step:
         save(step)
+    ckpt.wait()
     if step > start_step or step == t.steps:
         run_validation(model, cfg, env, metrics, step)
     metrics.close()
