@@ -73,8 +73,18 @@ def _agree(problem: tuple[str, str] | None) -> tuple[str, str] | None:
     return next((p for p in everyone if p is not None), None)
 
 
-def _reason(e: BaseException) -> tuple[str, str]:
-    """(kind, first line) of an exception, looking inside DCP's per-rank CheckpointException."""
+def _disk_full(path: Path) -> bool:
+    """torch's zip writer reports a full disk as "unexpected pos" without errno: ask the filesystem instead."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
+
+
+def _reason(e: BaseException, written: Path | None = None) -> tuple[str, str]:
+    """(kind, first line) of an exception, looking inside DCP's per-rank CheckpointException. `written`: the
+    directory a failed write went to (checked for a full disk)."""
     if isinstance(e, CheckpointException):
         inner = [exc for exc, _ in e.failures.values()]
         for exc in inner:
@@ -83,7 +93,8 @@ def _reason(e: BaseException) -> tuple[str, str]:
         e = inner[0] if inner else e
     if isinstance(e, UnsafeCheckpoint):
         return "unsafe", str(e)
-    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e):
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in str(e)
+            or written is not None and _disk_full(written)):
         return "nospace", "disk full (ENOSPC)"
     return "damaged", f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
 
@@ -173,7 +184,8 @@ class CheckpointManager:
                 try:
                     state = self._load_one(cand, model, optimizer)
                 except (CheckpointException, UnsafeCheckpoint, OSError, ValueError, KeyError, RuntimeError) as e:
-                    problem = _reason(e)
+                    kind, msg = _reason(e)
+                    problem = (kind, msg if kind == "unsafe" else f"{cand}: loading failed: {msg}")
                 problem = _agree(problem)
             if problem is None:
                 self.loaded_from = cand
@@ -196,7 +208,7 @@ class CheckpointManager:
 
     def _load_one(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
         opts = StateDictOptions(strict=True)
-        reader, planner = SafeFileSystemReader(str(path)), SafeLoadPlanner()
+        reader, planner = SafeFileSystemReader(str(path)).check(), SafeLoadPlanner()
         if optimizer is None:  # inference: the model part of the checkpoint only
             state = {"model": get_model_state_dict(model, options=opts)}
             dcp.load(state, storage_reader=reader, planner=planner)
@@ -234,7 +246,7 @@ class CheckpointManager:
             if _rank() == 0:
                 (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
         except (OSError, RuntimeError) as e:
-            problem = _reason(e)
+            problem = _reason(e, self.root)
         self._raise_if(_agree(problem), step, tmp)
         model_sd, optim_sd = get_state_dict(model, optimizer)
         writer = _HashingWriter(tmp, step, self.fault_hook)
@@ -246,7 +258,7 @@ class CheckpointManager:
         try:
             dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
         except (CheckpointException, OSError, RuntimeError) as e:
-            problem = _reason(e)
+            problem = _reason(e, self.root)
         self._raise_if(_agree(problem), step, tmp)
         self._raise_if(_agree(self._commit(step) if _rank() == 0 else None), step, tmp)
         return self.root / name
@@ -273,7 +285,7 @@ class CheckpointManager:
         try:
             fut.result()
         except (CheckpointException, OSError, RuntimeError) as e:
-            problem = _reason(e)
+            problem = _reason(e, self.root)
         problem = _agree(problem)
         tmp = self.root / f"step_{step:07d}.tmp"
         self._raise_if(problem, step, tmp)
@@ -294,7 +306,7 @@ class CheckpointManager:
             pointer_tmp.write_text(name + "\n")
             os.replace(pointer_tmp, self.root / "latest")
         except OSError as e:
-            return _reason(e)
+            return _reason(e, self.root)
         if self.async_save:
             self.say(f"checkpoint step {step} written in the background, committed -> {final}")
         self._prune(keep_name=name)

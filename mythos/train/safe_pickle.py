@@ -92,10 +92,15 @@ def load_metadata(path: Path) -> dcp_md.Metadata:
 
 
 class SafeFileSystemReader(FileSystemReader):
-    """FileSystemReader whose metadata read never runs code (see the module docstring)."""
+    """FileSystemReader whose metadata read never runs code (see the module docstring). Call `check()` before
+    `dcp.load`: DCP itself turns a failed metadata read into a logged traceback and an AssertionError."""
+
+    def check(self) -> "SafeFileSystemReader":
+        self._metadata = load_metadata(Path(self.path) / METADATA_FILE)
+        return self
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> dcp_md.Metadata:
-        md = load_metadata(Path(self.path) / METADATA_FILE)
+        md = getattr(self, "_metadata", None) or load_metadata(Path(self.path) / METADATA_FILE)
         if getattr(md, "storage_meta", None) is None:
             md.storage_meta = dcp_md.StorageMeta()
         md.storage_meta.load_id = self.load_id
