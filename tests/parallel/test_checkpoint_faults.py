@@ -1,0 +1,106 @@
+"""Two ranks (gloo, one process per rank as srun starts them): a shard damaged on one rank makes both ranks fall back to
+the same older checkpoint; a rank hanging at step 5 ends the job with the requeue code within the collective timeout
+(+30 s), leaves a stack dump per rank, and a re-run resumes with the uninterrupted losses bit for bit."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, read_metrics, train_args
+from tests.parallel.dist_run import free_port
+
+STEPS = 6
+TIMEOUT_S = 10
+
+
+def start(run: Path, data: Path, *extra: str, env_extra: dict | None = None) -> list[subprocess.Popen]:
+    port = free_port()
+    args = train_args(run, data, STEPS, "--checkpoint.interval", "2", *extra)
+    procs = []
+    for r in range(2):
+        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+        procs.append(subprocess.Popen([sys.executable, "-m", *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[str]:
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def run_ok(run: Path, data: Path, *extra: str) -> str:
+    procs = start(run, data, *extra)
+    outs = finish(procs)
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    return outs[0]
+
+
+def losses(run: Path, first: int) -> list[float]:
+    m = read_metrics(run)
+    return [m[s]["loss"] for s in range(first, STEPS + 1)]
+
+
+@pytest.fixture(scope="module")
+def reference(prepared_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("faults2") / "ref"
+    run_ok(run, prepared_data)
+    return run
+
+
+@pytest.mark.slow
+def test_one_rank_shard_damaged_both_fall_back(reference, prepared_data, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shard = run / "checkpoints" / f"step_{STEPS:07d}" / "__1_0.distcp"  # written by rank 1
+    data = shard.read_bytes()
+    shard.write_bytes(data[:1000] + random.Random(0).randbytes(100) + data[1100:])  # same size: only its hash tells
+    out = run_ok(run, prepared_data)
+    assert f"warning: checkpoint step_{STEPS:07d} unusable: {shard}: sha256 does not match" in out, out[-3000:]
+    assert f"resumed from {run / 'checkpoints' / 'step_0000004'} at step 4" in out
+    assert losses(run, 5) == losses(reference, 5)  # both ranks loaded step 4, or these would differ (or hang)
+
+
+@pytest.mark.slow
+def test_hung_rank_ends_job_for_requeue_and_resume_is_bitwise(reference, prepared_data, tmp_path):
+    from mythos.train.signals import EXIT_REQUEUE
+    run = tmp_path / "run"
+    procs = start(run, prepared_data, "--parallel.collective_timeout_s", str(TIMEOUT_S),
+                  env_extra={"MYTHOS_FAULTS": "hang@5"})
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (metrics.exists() and '"step": 4,' in metrics.read_text()):
+        assert all(p.poll() is None for p in procs), finish(procs)
+        time.sleep(0.05)
+    t_step4 = time.monotonic()  # step 5 (and the hang) starts after step 4's checkpoint
+    outs = finish(procs, timeout=TIMEOUT_S + 60)
+    elapsed = time.monotonic() - t_step4
+    assert [p.returncode for p in procs] == [EXIT_REQUEUE] * 2, "\n".join(o[-3000:] for o in outs)
+    assert elapsed < TIMEOUT_S + 30, elapsed
+    line = next(ln for ln in outs[0].splitlines() if ln.startswith("error: watchdog"))
+    assert line.startswith("error: watchdog: step 5: rank 1 stopped answering (faults.py:") and "Traceback" not in outs[0]
+    assert f"stack dumps of every rank in {run / 'stacks'}" in line
+    dumps = {r: (run / "stacks" / f"rank{r:05d}.txt").read_text() for r in range(2)}
+    assert "in hook" in dumps[1] and "faults.py" in dumps[1]  # the hung rank's own stack
+    assert "torch/distributed" in dumps[0]  # rank 0 was waiting in a collective
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000004"
+    print(f"job ended {elapsed:.1f} s after step 4 with exit {EXIT_REQUEUE} (timeout {TIMEOUT_S} s)")
+
+    out = run_ok(run, prepared_data)
+    assert f"resumed from {run / 'checkpoints' / 'step_0000004'} at step 4" in out
+    assert losses(run, 5) == losses(reference, 5)
