@@ -263,9 +263,11 @@ class CheckpointManager:
         self._raise_if(_agree(self._commit(step) if _rank() == 0 else None), step, tmp)
         return self.root / name
 
-    def pending_step(self) -> int | None:
-        """The step of the background write in flight (None: none)."""
-        return self._pending[0] if self._pending else None
+    def committed(self, step: int) -> bool:
+        """Whether checkpoint `step` is what `latest` names or the write in flight (an older damaged directory of
+        that name does not count)."""
+        in_flight = self._pending is not None and self._pending[0] == step
+        return in_flight or self.latest_dir() == self.root / f"step_{step:07d}"
 
     def poll(self) -> None:
         """At a step boundary: rank 0 commits a finished background write (no collective: rank 0's DCP future is

@@ -207,7 +207,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
             return EXIT_REQUEUE
 
     watchdog.stop()
-    if cfg.checkpoint.final and step not in ckpt.complete_steps() and ckpt.pending_step() != step:
+    if cfg.checkpoint.final and not ckpt.committed(step):
         save(step)
     ckpt.wait()
     if step > start_step or step == t.steps:
