@@ -65,15 +65,18 @@ def reference(prepared_data, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_one_rank_shard_damaged_both_fall_back(reference, prepared_data, tmp_path):
+    from mythos.train import manifest
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     shard = run / "checkpoints" / f"step_{STEPS:07d}" / "__1_0.distcp"  # written by rank 1
     data = shard.read_bytes()
     shard.write_bytes(data[:1000] + random.Random(0).randbytes(100) + data[1100:])  # same size: only its hash tells
-    out = run_ok(run, prepared_data)
+    out = run_ok(run, prepared_data, "--checkpoint.async_save", "true")  # and the new saves go in the background
     assert f"warning: checkpoint step_{STEPS:07d} unusable: {shard}: sha256 does not match" in out, out[-3000:]
     assert f"resumed from {run / 'checkpoints' / 'step_0000004'} at step 4" in out
     assert losses(run, 5) == losses(reference, 5)  # both ranks loaded step 4, or these would differ (or hang)
+    assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
+    assert manifest.verify(run / "checkpoints" / f"step_{STEPS:07d}") is None  # rewritten by the async 2-rank save
 
 
 @pytest.mark.slow
