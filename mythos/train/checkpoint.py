@@ -141,8 +141,9 @@ class CheckpointManager:
         self._async_group = dist.new_group(backend="gloo") if async_save and _distributed() else None
         # One stager for the run: it keeps its staging buffers between saves (save() waits for the previous write
         # first, so a buffer is never refilled while being written); 2-3x shorter stalls than fresh buffers here.
-        self._stager = DefaultStager(StagingOptions(use_pinned_memory=torch.cuda.is_available(), use_shared_memory=False,
-                                                    use_async_staging=False, use_non_blocking_copy=False))
+        self._stager = DefaultStager(StagingOptions(use_pinned_memory=torch.cuda.is_available(),
+                                                    use_shared_memory=False, use_async_staging=False,
+                                                    use_non_blocking_copy=False))
         self._pending: tuple[int, Future, list[Any]] | None = None  # (step, write future, [commit error])
 
     # ----------------------------------------------------------------------------------------------------- reading

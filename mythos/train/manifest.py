@@ -1,4 +1,4 @@
-"""A manifest (`manifest.json`: every file's size and SHA-256) written last into each checkpoint, verified first on load.
+"""A manifest (`manifest.json`: each file's size and SHA-256) written last into a checkpoint, verified first on load.
 
 Each rank hashes the DCP shards it wrote right after writing them (`hashes_rankNNNNN.json`, page cache warm, all ranks
 in parallel); rank 0 merges those, hashes the small files (metadata, trainer state, RNG) and writes the manifest before

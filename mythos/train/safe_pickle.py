@@ -24,7 +24,7 @@ from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
 from mythos.errors import UserError
 
 METADATA_FILE = ".metadata"
-try:  # two private names DCP's metadata pickles refer to; pinned to torch 2.13 (tests/train/test_safe_checkpoint.py)
+try:  # two private names DCP's metadata pickles refer to; pinned to torch 2.13 (tests/train/test_checkpoint_integrity)
     _STORAGE_INFO, _GET_LAYOUT = dcp_fs._StorageInfo, torch.serialization._get_layout
 except AttributeError as e:
     raise ImportError(f"mythos.train.safe_pickle is written for torch 2.13's DCP metadata types; torch "

@@ -249,3 +249,15 @@ def test_async_save_matches_sync_and_survives_kill(reference, prepared_data, tmp
     # RNG files embed a per-save serialization id: compare the state (step 2: both runs had the same history)
     rng_got, rng_ref = (torch.load(ckpt(d, 2) / "rng_rank00000.pt", weights_only=True) for d in (run, reference))
     assert torch.equal(rng_got["cpu"], rng_ref["cpu"])
+
+
+def test_metadata_naming_files_outside_the_checkpoint_is_refused(reference, tmp_path):
+    """Only DCP types, but a storage entry pointing outside the directory: refused too (and real metadata loads)."""
+    from mythos.train.safe_pickle import UnsafeCheckpoint, load_metadata
+    md = load_metadata(ckpt(reference, STEPS) / ".metadata")
+    assert {info.relative_path for info in md.storage_data.values()} == {"__0_0.distcp"}
+    first = next(iter(md.storage_data))
+    md.storage_data[first].relative_path = "../../../etc/passwd"
+    (tmp_path / ".metadata").write_bytes(pickle.dumps(md))
+    with pytest.raises(UnsafeCheckpoint, match="is not a file in the checkpoint directory"):
+        load_metadata(tmp_path / ".metadata")
