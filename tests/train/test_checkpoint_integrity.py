@@ -100,6 +100,7 @@ def test_each_corruption_falls_back_one_checkpoint(reference, tmp_path, kind):
         p.name for p in (reference / "checkpoints").iterdir())  # nothing deleted
 
 
+@pytest.mark.slow
 def test_every_corruption_resume_falls_back_bitwise(reference, prepared_data, tmp_path):
     """The five corruptions on the five newest checkpoints at once: resume walks back to step 2, saying why at each."""
     run = tmp_path / "run"
@@ -119,6 +120,7 @@ def test_every_corruption_resume_falls_back_bitwise(reference, prepared_data, tm
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
 
 
+@pytest.mark.slow
 def test_no_verifying_checkpoint_is_an_error_and_deletes_nothing(reference, prepared_data, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
@@ -140,6 +142,7 @@ class _RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.slow
 def test_crafted_metadata_is_refused_everywhere(reference, prepared_data, tmp_path, capsys):
     from mythos.evals.generate_cli import main as generate_main
     from mythos.train import manifest
@@ -203,6 +206,7 @@ def small_fs(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_disk_full_keeps_previous_checkpoint(reference, prepared_data, tmp_path, small_fs, mode):
     """Async: the background write of step 4 fails; the error surfaces when the loop next waits for it (step 6)."""
@@ -229,6 +233,7 @@ def test_disk_full_keeps_previous_checkpoint(reference, prepared_data, tmp_path,
 
 
 # ---- async saves ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_async_save_matches_sync_and_survives_kill(reference, prepared_data, tmp_path):
     run = tmp_path / "run"
     cli = args(run, prepared_data, "--checkpoint.async_save", "true")
