@@ -5,12 +5,15 @@ import argparse
 import os
 import sys
 
-from mythos.config import load_config, parse_overrides
 from mythos.errors import cli_entry
+from mythos.train.signals import stop_flag
+
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    stop_flag()  # first, before torch is imported: a USR1/USR2/TERM from here on means "checkpoint, exit 75"
+    from mythos.config import load_config, parse_overrides
     p = argparse.ArgumentParser(prog="mythos-train", description=__doc__,
                                 epilog="Any config key can be overridden: --train.steps 100 --model.name small")
     p.add_argument("--config", required=True, help="TOML config (see configs/)")
