@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         rc = EXIT_DIVERGED
+    from mythos.train.signals import EXIT_REQUEUE
+    if rc == EXIT_REQUEUE and os.environ.get("MYTHOS_REQUEUE_MARKER"):  # torchrun hides our exit code from sbatch
+        open(os.environ["MYTHOS_REQUEUE_MARKER"], "a").close()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun, or from SLURM_* by DistEnv
         exit_after_distributed(rc)
     return rc
