@@ -25,6 +25,7 @@ def _slurm_rendezvous() -> None:
         return
     from submitit.helpers import TorchDistributedEnvironment
 
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # how submitit knows its environment (set in its scripts)
     found = TorchDistributedEnvironment()
     os.environ.setdefault("MASTER_ADDR", found.master_addr)
     os.environ.setdefault("MASTER_PORT", str(found.master_port))
