@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,13 +47,20 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.fixture(scope="session")
-def reference_losses(prepared_data, tmp_path_factory) -> dict[int, float]:
+def reference(prepared_data, tmp_path_factory) -> dict:
+    """{"losses": step -> loss, "seconds": wall time} of the uninterrupted torchrun reference."""
     run = tmp_path_factory.mktemp("torchrun_ref") / "run"
     env = {**os.environ, **job_env()}
+    t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                         "-m", "mythos.train.cli", *job_train_args(run, prepared_data)],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = losses(run)
     assert sorted(out) == list(range(1, STEPS + 1))
-    return out
+    return {"losses": out, "seconds": time.monotonic() - t0}
+
+
+@pytest.fixture(scope="session")
+def reference_losses(reference) -> dict[int, float]:
+    return reference["losses"]

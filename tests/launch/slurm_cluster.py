@@ -20,7 +20,7 @@ SUBNET = "10.99.0"
 NODES = ("node1", "node2")
 CTLD_PORT = 16817
 SLURMD_PORT = 16818
-CPUS_PER_NODE = 2
+CPUS_PER_NODE = 4  # more than the machine has: lets the SLURM tests run jobs side by side
 TOOLS = ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "squeue", "ip", "nsenter", "unshare", "runuser")
 
 
@@ -171,6 +171,7 @@ SelectTypeParameters=CR_Core
 MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
+SlurmdParameters=config_overrides
 JobRequeue=1
 KillWait=20
 MinJobAge=600
