@@ -54,7 +54,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         if rank == 0:
             submitit_handler(signum, None)  # checkpoint() + scontrol requeue + exit; raises past the timeout budget
             return
-        # Other ranks: the requeue ends this task; returning would record a result for an unfinished run.
+        # Other ranks: the requeue ends this task (SIGTERM, now fatal again); returning would record a result for
+        # an unfinished run.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         deadline = time.monotonic() + WAIT_FOR_REQUEUE_S
         while time.monotonic() < deadline:
             time.sleep(1)

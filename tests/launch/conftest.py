@@ -48,7 +48,7 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="session")
 def reference(prepared_data, tmp_path_factory) -> dict:
-    """{"losses": step -> loss, "seconds": wall time} of the uninterrupted torchrun reference."""
+    """{"losses": step -> loss, "seconds": wall time, "records": metrics.jsonl by step} of the uninterrupted torchrun reference."""
     run = tmp_path_factory.mktemp("torchrun_ref") / "run"
     env = {**os.environ, **job_env()}
     t0 = time.monotonic()
@@ -58,7 +58,7 @@ def reference(prepared_data, tmp_path_factory) -> dict:
     assert r.returncode == 0, r.stderr[-3000:]
     out = losses(run)
     assert sorted(out) == list(range(1, STEPS + 1))
-    return {"losses": out, "seconds": time.monotonic() - t0}
+    return {"losses": out, "seconds": time.monotonic() - t0, "records": read_metrics(run)}
 
 
 @pytest.fixture(scope="session")

@@ -173,7 +173,7 @@ SwitchType=switch/none
 ReturnToService=2
 SlurmdParameters=config_overrides
 JobRequeue=1
-KillWait=20
+KillWait=10
 MinJobAge=600
 SchedulerParameters=sched_interval=1
 StateSaveLocation={r}/state
