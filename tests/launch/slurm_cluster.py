@@ -53,6 +53,26 @@ def _kill_pidfile(path: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _stray_steps() -> list[int]:
+    """Job-step daemons (slurmstepd) and every process under them: what a killed slurmd can leave behind."""
+    parent, steps = {}, []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if os.readlink(d / "exe") == "/usr/sbin/slurmstepd":
+                steps.append(int(d.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, todo = [], list(steps)
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo += [c for c, p in parent.items() if p == pid]
+    return out
+
+
 class SlurmCluster:
     def __init__(self, root: Path = ROOT) -> None:
         self.root = root
@@ -77,6 +97,11 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 p.kill()
         self._procs.clear()
+        for pid in _stray_steps():  # only these tests run SLURM on this machine (see the module docstring)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         for node in NODES:
             _run("ip", "netns", "del", f"mythos-{node}", check=False)
             _run("ip", "link", "del", f"mv{node}", check=False)
@@ -116,6 +141,9 @@ class SlurmCluster:
         if self._releaser:
             self._releaser.join(timeout=5)
         _run("scancel", "--full", "--user=root", check=False)
+        deadline = time.monotonic() + 20
+        while self.queue() and time.monotonic() < deadline:  # let the steps end before their daemons go
+            time.sleep(0.2)
         self.cleanup()
         os.environ.pop("SLURM_CONF", None)
 

@@ -31,14 +31,14 @@ def submit(run: Path, data: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def jobs(slurm, prepared_data, reference, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("submit")
-    # SLURM checks time limits every 30 s: with a 30 s lead on a 1 min limit the warning comes 30-60 s after the
-    # start (and the kill a check later). The run is made to need ~75 s at the reference's measured step time, so
-    # the first attempt is always cut short.
+    # SLURM checks time limits every 30 s and signals when `now + lead + 30 s >= end`: with a 5 s lead on a 1 min
+    # limit the warning comes 25-55 s after the start (the kill a check after the end). The run is made to need
+    # ~75 s at the reference's measured step time, so its first attempt is always cut short.
     step_s = statistics.median(4 * 64 / r["tokens_per_s"] for r in reference["records"].values())
     long_steps = str(min(3000, max(60, math.ceil(75 / step_s))))
     specs = {"same": (prepared_data, "--time", "10"),
              "long": (prepared_data, "--train.steps", long_steps, "--time", "10"),
-             "timelimit": (prepared_data, "--train.steps", long_steps, "--time", "1", "--signal-lead", "30")}
+             "timelimit": (prepared_data, "--train.steps", long_steps, "--time", "1", "--signal-lead", "5")}
     ids = {name: submit(root / name, data, *args) for name, (data, *args) in specs.items()}
     infos = {name: slurm.wait_done(jid, timeout=420) for name, jid in ids.items()}
     return {name: {"id": ids[name], "info": infos[name], "run": root / name} for name in specs}
