@@ -107,7 +107,8 @@ def merge(out_dir: str) -> int:
     splits = {}
     for split in ("train", "val"):
         take = range(n) if split == "train" else real_val
-        shards = [dict(s, name=f"{parts[i].name}/{s['name']}") for i in take for s in metas[i]["splits"][split]["shards"]]
+        shards = [dict(s, name=f"{parts[i].name}/{s['name']}")
+                  for i in take for s in metas[i]["splits"][split]["shards"]]
         splits[split] = {"documents": sum(s["documents"] for s in shards), "tokens": sum(s["tokens"] for s in shards),
                          "shards": shards}
     meta = {k: v for k, v in metas[0].items() if k != "val_fallback_hash"}

@@ -9,7 +9,6 @@ that can be checked (config, data, partition, node and GPU counts) is checked be
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess

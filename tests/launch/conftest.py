@@ -48,7 +48,7 @@ def losses(run_dir: Path) -> dict[int, float]:
 
 @pytest.fixture(scope="session")
 def reference(prepared_data, tmp_path_factory) -> dict:
-    """{"losses": step -> loss, "seconds": wall time, "records": metrics.jsonl by step} of the uninterrupted torchrun reference."""
+    """The uninterrupted torchrun reference: {"losses": step -> loss, "seconds": wall time, "records": by step}."""
     run = tmp_path_factory.mktemp("torchrun_ref") / "run"
     env = {**os.environ, **job_env()}
     t0 = time.monotonic()
