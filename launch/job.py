@@ -35,6 +35,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         rc = train(cfg)
         signum, rank = stop.signum, int(os.environ.get("RANK", "0"))
         stop.clear()
+        if rc == 0:
+            stop.finished()
         result = {"exit": rc, "rank": rank, "run_dir": cfg.run.dir,
                   "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
         if rc == EXIT_REQUEUE and signum in (signal.SIGUSR1, signal.SIGUSR2):

@@ -6,7 +6,7 @@ import os
 import sys
 
 from mythos.errors import cli_entry
-from mythos.train.signals import stop_flag
+from mythos.train.signals import EXIT_REQUEUE, stop_flag
 
 
 
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         rc = EXIT_DIVERGED
-    from mythos.train.signals import EXIT_REQUEUE
+    if rc == 0:
+        stop_flag().finished()
     if rc == EXIT_REQUEUE and os.environ.get("MYTHOS_REQUEUE_MARKER"):  # torchrun hides our exit code from sbatch
         open(os.environ["MYTHOS_REQUEUE_MARKER"], "a").close()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun, or from SLURM_* by DistEnv

@@ -41,6 +41,12 @@ class StopFlag:
     def clear(self) -> None:
         self.signum = None
 
+    def finished(self) -> None:
+        """The run is complete: a late time-limit warning (USR1/USR2) must not kill the process while it exits
+        (Python restores default handlers at shutdown, ignored signals stay ignored)."""
+        for s in (signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(s, signal.SIG_IGN)
+
     def agree(self, device, *more: bool) -> list[bool]:
         """[stop requested on any rank, then each of `more` set on any rank]: every step-boundary decision in one
         all-reduce, so all ranks act together."""
