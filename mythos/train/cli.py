@@ -9,7 +9,6 @@ from mythos.errors import cli_entry
 from mythos.train.signals import EXIT_REQUEUE, stop_flag
 
 
-
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     stop_flag()  # first, before torch is imported: a USR1/USR2/TERM from here on means "checkpoint, exit 75"
