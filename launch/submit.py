@@ -119,8 +119,7 @@ def check_resources(part: dict, nodes: int, tasks_per_node: int, cpus_per_task: 
     return time_min
 
 
-def make_executor(folder: Path, a, *, nodes: int, tasks_per_node: int, gpus_per_node: int, time_min: int,
-                  extra: dict | None = None):
+def make_executor(folder: Path, a, *, nodes: int, tasks_per_node: int, gpus_per_node: int, time_min: int):
     import submitit
 
     try:
@@ -128,7 +127,7 @@ def make_executor(folder: Path, a, *, nodes: int, tasks_per_node: int, gpus_per_
     except RuntimeError as e:
         raise UserError(f"no SLURM here: {e}") from None
     params = {"requeue": True, **({"account": a.account} if a.account else {}),
-              **({"dependency": a.dependency} if a.dependency else {}), **(extra or {})}
+              **({"dependency": a.dependency} if a.dependency else {})}
     ex.update_parameters(name=a.job_name, nodes=nodes, tasks_per_node=tasks_per_node, timeout_min=time_min,
                          slurm_partition=a.partition, slurm_qos=a.qos, slurm_signal_delay_s=signal_lead(time_min,
                          a.signal_lead), slurm_srun_args=["--kill-on-bad-exit=1"],
