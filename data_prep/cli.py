@@ -167,7 +167,8 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     if done:
         print(f"skipping {done} complete shard(s) of the interrupted run", file=sys.stderr)
     stats = S.Stats()
-    res = run_encode(sharded.select(S.iter_corpus(sources, opts, stats), a), str(model_path), sinks, workers=a.workers,
+    docs = sharded.select(S.iter_corpus(sources, opts, stats), a)  # all of them unless --num-shards
+    res = run_encode(docs, str(model_path), sinks, workers=a.workers,
                      val_fraction=a.val_fraction, progress=not a.no_progress)
     splits = {s: {"documents": sum(x["documents"] for x in sinks[s].shards),
                   "tokens": sum(x["tokens"] for x in sinks[s].shards), "shards": sinks[s].shards} for s in SPLITS}

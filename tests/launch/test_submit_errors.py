@@ -72,3 +72,16 @@ def test_signal_lead_fits_the_time_limit():
 def test_templates_are_valid_bash():
     for name in ("train.sbatch", "train_torchrun.sbatch"):
         subprocess.run(["bash", "-n", str(REPO / "slurm" / name)], check=True)
+
+
+def test_prep_dry_run_and_bad_array(slurm, tmp_path, capsys):
+    from launch.submit import main
+    from tests.conftest import make_corpus
+    src = make_corpus(tmp_path, n_files=2)
+    before = slurm.queue()
+    assert main(["prep", str(src), "--out", str(tmp_path / "out"), "--array", "4", "--dry-run"]) == 0
+    assert "#SBATCH --partition=debug" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["prep", str(src), "--out", str(tmp_path / "out"), "--array", "0"])
+    assert e.value.code == 2 and "--array 0" in capsys.readouterr().err
+    assert slurm.queue() == before and not (tmp_path / "out").exists()
