@@ -190,7 +190,7 @@ def submit_train(argv: list[str]) -> int:
     job = ex.submit(TrainJob(str(config), [x for k, v in overrides.items() for x in (f"--{k}", str(v))]))
     print(f"submitted job {job.job_id}: {a.nodes} nodes x {tasks} tasks on partition {part['name']}, "
           f"time limit {time_min} min")
-    print(f"logs:    {job.paths.stdout} / {job.paths.stderr} (%t: task)".replace("%j", str(job.job_id)))
+    print(f"logs:    {folder}/{job.job_id}_TASK_log.out and .err (TASK = 0 .. {a.nodes * tasks - 1})")
     print(f"run dir: {run_dir}")
     print(f"watch:   tensorboard --logdir {run_dir / 'tb'}")
     return 0
