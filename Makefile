@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN ?= runs/demo
 DATA ?= data/stdlib
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo clean slurm-packages
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,8 +17,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) slurm-packages
 	$(BIN)/python -m pytest --timeout=900 tests
+
+# The SLURM tests (tests/launch) start a real two-node SLURM from Debian's packages; they skip with a reason without.
+slurm-packages:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null || \
+	  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >/dev/null; } \
+	  || echo "slurm-wlm/munge could not be installed: the SLURM tests will skip"; \
+	else echo "slurm-wlm/munge missing and not installable here (needs root and apt-get): the SLURM tests will skip"; fi
 
 demo: $(STAMP)
 	test -f $(DATA)/metadata.json || $(BIN)/mythos-prep stdlib --out $(DATA) --vocab-size 4096

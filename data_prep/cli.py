@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep import sharded
 from data_prep import sources as S
 from data_prep.encode import SPLITS, ShardSink, run_encode, scan_complete
 from data_prep.tokenizer_train import MIN_VOCAB, sample_documents, train_tokenizer
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-mb", type=float, default=20.0, help="tokenizer training sample size (MB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("sharded prep (a SLURM array; see `mythos-submit prep` and `mythos-prep merge DIR`)")
+    g.add_argument("--tokenizer-only", action="store_true", help="only train DIR/tokenizer.model (once, first)")
+    g.add_argument("--num-shards", type=int, help="split the corpus over N tasks...")
+    g.add_argument("--shard-index", type=int, help="...and encode part I of them into DIR/part-I-of-N")
     return p
 
 
@@ -68,7 +73,7 @@ def _plan(a, sources: list[S.Source]) -> dict:
     return {"sources": [S.describe(s) for s in sources], "vocab_size": a.vocab_size,
             "tokenizer_sha256": file_sha256(a.tokenizer) if a.tokenizer else None, "val_fraction": a.val_fraction,
             "shard_tokens": a.shard_tokens, "text_key": a.text_key, "text_column": a.text_column,
-            "dtype": a.dtype, "sample_mb": a.sample_mb}
+            "dtype": a.dtype, "sample_mb": a.sample_mb, "num_shards": a.num_shards, "shard_index": a.shard_index}
 
 
 def _ours(out: Path):
@@ -119,12 +124,15 @@ def _check_dtype(tok: Tokenizer, want: str, where) -> str:
 
 def prep(a) -> int:
     _check_args(a)
+    sharded.check_shard_args(a)
     sources = [S.parse_source(s) for s in a.sources]
     out = Path(a.out)
     opts = S.ReadOptions(text_key=a.text_key, text_column=a.text_column)
     if next(S.iter_corpus(sources, opts), None) is None:
         where = ", ".join(s.target if s.kind != "hf" else s.spec for s in sources)
         raise UserError(f"{where}: empty corpus (no non-empty documents found)")
+    if a.tokenizer_only:
+        return sharded.train_tokenizer_only(a, S.iter_corpus(sources, opts))
     if a.tokenizer:
         _check_dtype(Tokenizer(a.tokenizer), a.dtype, a.tokenizer)  # validate before touching DIR
     created = not out.exists()
@@ -159,7 +167,8 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     if done:
         print(f"skipping {done} complete shard(s) of the interrupted run", file=sys.stderr)
     stats = S.Stats()
-    res = run_encode(S.iter_corpus(sources, opts, stats), str(model_path), sinks, workers=a.workers,
+    docs = sharded.select(S.iter_corpus(sources, opts, stats), a)  # all of them unless --num-shards
+    res = run_encode(docs, str(model_path), sinks, workers=a.workers,
                      val_fraction=a.val_fraction, progress=not a.no_progress)
     splits = {s: {"documents": sum(x["documents"] for x in sinks[s].shards),
                   "tokens": sum(x["tokens"] for x in sinks[s].shards), "shards": sinks[s].shards} for s in SPLITS}
@@ -174,6 +183,7 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
         "val_fallback": res.val_fallback,
         "non_utf8": {"policy": "replace", "documents": stats.non_utf8_docs},
         "empty_documents_skipped": stats.empty_docs, "eos_appended": True,
+        **({"val_fallback_hash": res.val_fallback_hash} if res.val_fallback else {}),
     }
     _write_json(out / "metadata.json", meta)
     (out / PLAN).unlink(missing_ok=True)
@@ -234,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "inspect":
         return inspect(argv[1:])
+    if argv and argv[0] == "merge":
+        if len(argv) != 2:
+            raise UserError("usage: mythos-prep merge DIR")
+        return sharded.merge(argv[1])
     return prep(build_parser().parse_args(argv))
 
 

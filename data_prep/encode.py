@@ -119,6 +119,7 @@ class EncodeResult:
     tokens: int = 0  # tokens encoded in this run (skipped shards excluded)
     seconds: float = 0.0
     val_fallback: bool = False
+    val_fallback_hash: float = 2.0  # the copied document's hash (a sharded prep's merge picks the lowest)
 
 
 def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: int, val_fraction: float,
@@ -184,7 +185,7 @@ def run_encode(docs, model_path: str, sinks: dict[str, ShardSink], *, workers: i
                             f"has (the sources changed since the interrupted run); re-run with --overwrite")
         if val_fraction > 0 and seen["val"] == 0 and best is not None:
             # No document hashed into val (a tiny corpus): copy the lowest-hash document into val (it stays in train).
-            res.val_fallback = True
+            res.val_fallback, res.val_fallback_hash = True, best[0]
             if skip["val"] == 0:
                 submit([best[1]], [True])
                 drain()

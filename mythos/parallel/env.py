@@ -19,18 +19,19 @@ def _env_int(*names: str, default: int) -> int:
 
 
 def _slurm_rendezvous() -> None:
-    """Under `srun` without torchrun (one task per process), derive the rendezvous from SLURM's variables:
-    the job's first node is the master, the port is derived from the job id so concurrent jobs do not collide."""
+    """Under `srun` without torchrun (one task per process: the sbatch template or submitit), take the rendezvous
+    from SLURM through submitit's TorchDistributedEnvironment: the job's first node is the master, the port a
+    function of the job id (so concurrent jobs do not collide); MASTER_ADDR/MASTER_PORT already set are kept."""
     if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
         return
-    if "MASTER_ADDR" not in os.environ:
-        import subprocess
-        nodes = subprocess.run(["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
-                               capture_output=True, text=True, check=True).stdout.split()
-        os.environ["MASTER_ADDR"] = nodes[0]
-    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
-    os.environ["RANK"], os.environ["WORLD_SIZE"] = os.environ["SLURM_PROCID"], os.environ["SLURM_NTASKS"]
-    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    from submitit.helpers import TorchDistributedEnvironment
+
+    os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # how submitit knows its environment (set in its scripts)
+    found = TorchDistributedEnvironment()
+    os.environ.setdefault("MASTER_ADDR", found.master_addr)
+    os.environ.setdefault("MASTER_PORT", str(found.master_port))
+    os.environ.update(RANK=str(found.rank), WORLD_SIZE=str(found.world_size), LOCAL_RANK=str(found.local_rank),
+                      LOCAL_WORLD_SIZE=str(found.local_world_size))
 
 
 @dataclass

@@ -5,12 +5,14 @@ import argparse
 import os
 import sys
 
-from mythos.config import load_config, parse_overrides
 from mythos.errors import cli_entry
+from mythos.train.signals import EXIT_REQUEUE, stop_flag
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    stop_flag()  # first, before torch is imported: a USR1/USR2/TERM from here on means "checkpoint, exit 75"
+    from mythos.config import load_config, parse_overrides
     p = argparse.ArgumentParser(prog="mythos-train", description=__doc__,
                                 epilog="Any config key can be overridden: --train.steps 100 --model.name small")
     p.add_argument("--config", required=True, help="TOML config (see configs/)")
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as e:
         print(f"error: training diverged: {e}", file=sys.stderr)
         rc = EXIT_DIVERGED
+    if rc == 0:
+        stop_flag().finished()
+    if rc == EXIT_REQUEUE and os.environ.get("MYTHOS_REQUEUE_MARKER"):  # torchrun hides our exit code from sbatch
+        open(os.environ["MYTHOS_REQUEUE_MARKER"], "a").close()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # set by torchrun, or from SLURM_* by DistEnv
         exit_after_distributed(rc)
     return rc

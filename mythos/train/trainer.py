@@ -26,7 +26,7 @@ from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
 from mythos.train.optim import build_optimizer, build_scheduler
-from mythos.train.signals import EXIT_REQUEUE, StopFlag
+from mythos.train.signals import EXIT_REQUEUE, StopFlag, stop_flag
 from mythos.train.watchdog import Watchdog, pg_timeout_s
 
 EXIT_DIVERGED = 3
@@ -52,14 +52,15 @@ def resolve_model_config(cfg: Config, meta: dict, data_dir: Path) -> ModelConfig
 
 
 def train(cfg: Config) -> int:
+    stop = stop_flag()  # before any slow start-up work: a signal from here on stops the run at its first boundary
     env = DistEnv.from_environment(cfg.train.device, timeout_s=pg_timeout_s(cfg.parallel.collective_timeout_s))
     try:
-        return _train(cfg, env)
+        return _train(cfg, env, stop)
     finally:
         env.shutdown()
 
 
-def _train(cfg: Config, env: DistEnv) -> int:
+def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     t = cfg.train
     run_dir = Path(cfg.run.dir)
     if not cfg.data.path:
@@ -115,7 +116,6 @@ def _train(cfg: Config, env: DistEnv) -> int:
         metrics.console(f"checkpoint step {at_step} -> {ckpt.root / f'step_{at_step:07d}'}")
 
     # ---- the loop
-    stop = StopFlag().install()
     bf16 = t.dtype == "bf16" or cfg.parallel.mixed_precision == "bf16"
     flops_peak = peak_flops(env.device, cfg.metrics.peak_tflops, torch.bfloat16 if bf16 else torch.float32)
     autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.dtype == "bf16"
@@ -200,6 +200,7 @@ def _train(cfg: Config, env: DistEnv) -> int:
             save(step)
             t_last_ckpt = time.perf_counter()
         if stopping and step < t.steps:
+            watchdog.stop()
             ckpt.wait()
             metrics.console(f"stop requested (signal {stop.signum}); checkpointed step {step}; "
                             f"exit {EXIT_REQUEUE} (requeue)")

@@ -1,0 +1,72 @@
+"""mythos-submit on the real two-node SLURM: a job that runs to completion, and one whose time limit is shorter
+than the run (it checkpoints on submitit's warning signal on every rank, requeues itself, resumes and completes).
+The jobs run side by side to keep the suite short."""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import submitit
+
+from tests.conftest import run_cli
+from tests.launch.conftest import job_env, job_train_args, losses
+
+pytestmark = pytest.mark.slow
+
+
+def submit(run: Path, data: Path, *args: str) -> str:
+    r = run_cli(["launch.submit", *job_train_args(run, data), "--nodes", "2", "--gpus-per-node", "0",
+                 "--job-name", run.name, *args], env_extra=job_env(), timeout=120)
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"submitted job (\d+)", r.stdout)
+    assert m, r.stdout
+    for what in ("logs:", f"run dir: {run}", f"tensorboard --logdir {run / 'tb'}"):
+        assert what in r.stdout, r.stdout
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def jobs(slurm, prepared_data, reference, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("submit")
+    # SLURM checks time limits every 30 s and signals when `now + lead + 30 s >= end`: with a 5 s lead on a 1 min
+    # limit the warning comes 25-55 s after the start (the kill a check after the end). The run is made to need
+    # ~40 s of steps at the reference's measured step time (twice that here: two jobs share the CPUs), so its first
+    # attempt is always cut short.
+    step_s = statistics.median(4 * 64 / r["tokens_per_s"] for r in reference["records"].values())
+    long_steps = str(min(3000, max(60, math.ceil(40 / step_s))))
+    specs = {"same": (prepared_data, "--time", "10"),
+             "long": (prepared_data, "--train.steps", long_steps, "--time", "10"),
+             "timelimit": (prepared_data, "--train.steps", long_steps, "--time", "1", "--signal-lead", "5")}
+    ids = {name: submit(root / name, data, *args) for name, (data, *args) in specs.items()}
+    infos = {name: slurm.wait_done(jid, timeout=420) for name, jid in ids.items()}
+    return {name: {"id": ids[name], "info": infos[name], "run": root / name} for name in specs}
+
+
+def job_log(job: dict) -> str:
+    folder = job["run"] / "slurm"
+    return "".join(p.read_text() for p in sorted(folder.glob(f"{job['id']}_*_log.*")))
+
+
+def test_submit_job_runs_across_two_nodes(jobs, reference_losses):
+    job = jobs["same"]
+    assert job["info"]["JobState"] == "COMPLETED", job_log(job)[-3000:]
+    assert job["info"]["NodeList"] == "node[1-2]"
+    assert "world 2" in job_log(job)
+    assert losses(job["run"]) == reference_losses
+    results = submitit.SlurmJob(job["run"] / "slurm", job["id"], tasks=[0, 1]).results()  # every task returned
+    assert [r["exit"] for r in results] == [0, 0] and [r["rank"] for r in results] == [0, 1]
+
+
+def test_time_limit_checkpoints_requeues_and_completes(jobs):
+    job, uninterrupted = jobs["timelimit"], jobs["long"]
+    log = job_log(job)
+    assert job["info"]["JobState"] == "COMPLETED", log[-3000:]
+    assert uninterrupted["info"]["JobState"] == "COMPLETED", job_log(uninterrupted)[-3000:]
+    assert re.search(r"stop requested \(signal 12\); checkpointed step \d+; exit 75", log)  # submitit's USR2
+    assert "resumed from" in log
+    results = submitit.SlurmJob(job["run"] / "slurm", job["id"], tasks=[0, 1]).results()
+    assert all(r["restarts"] >= 1 for r in results), results  # SLURM_RESTART_COUNT of the run that completed
+    assert losses(job["run"]) == losses(uninterrupted["run"])

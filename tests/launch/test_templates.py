@@ -1,0 +1,95 @@
+"""The sbatch templates on the real two-node SLURM: full runs, `scontrol requeue`, a stop signal during start-up,
+scancel. Every run's losses must equal the uninterrupted `torchrun --nproc-per-node 2` reference bit for bit."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.launch.conftest import STEPS, job_env, job_train_args, losses
+
+pytestmark = pytest.mark.slow
+
+
+def submit_template(slurm, template: str, run: Path, data: Path, *sbatch_args: str, env: dict | None = None) -> str:
+    run.mkdir(parents=True)
+    return slurm.sbatch("--nodes", "2", "--ntasks-per-node", "1", "--time", "10", "--chdir", str(run),
+                        "--output", str(run / "slurm-%j.out"), *sbatch_args, str(REPO / "slurm" / template),
+                        *job_train_args(run, data), env={**job_env(), **(env or {})})
+
+
+def log(run: Path, job: str) -> str:
+    return (run / f"slurm-{job}.out").read_text()
+
+
+def wait_for(pred, timeout: float = 180, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize("template,env", [("train.sbatch", {}),
+                                          ("train_torchrun.sbatch", {"MYTHOS_NPROC_PER_NODE": "1"})])
+def test_template_runs_across_two_nodes(slurm, prepared_data, reference_losses, tmp_path, template, env):
+    run = tmp_path / "run"
+    job = submit_template(slurm, template, run, prepared_data, env=env)
+    info = slurm.wait_done(job)
+    out = log(run, job)
+    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert info["NodeList"] == "node[1-2]"
+    assert "world 2" in out
+    assert losses(run) == reference_losses
+
+
+def test_scontrol_requeue_resumes_bitwise(slurm, prepared_data, reference_losses, tmp_path):
+    run = tmp_path / "run"
+    job = submit_template(slurm, "train.sbatch", run, prepared_data)
+    wait_for(lambda: (run / "checkpoints" / "latest").exists(), what="the first checkpoint")
+    r = slurm.scontrol("requeue", job)
+    assert r.returncode == 0, r.stderr
+    info = slurm.wait_done(job)
+    out = log(run, job)
+    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert int(info["Restarts"]) >= 1 and "resumed from" in out
+    assert losses(run) == reference_losses
+
+
+def test_signal_during_startup_exits_75_and_requeues(slurm, prepared_data, reference_losses, tmp_path):
+    """USR1 3 s after the job starts, before the first step (torch import and model build): exit 75, requeued by
+    the template, then the run completes."""
+    run = tmp_path / "run"
+    job = submit_template(slurm, "train.sbatch", run, prepared_data)
+    slurm.wait_state(job, ("RUNNING",))
+    time.sleep(3)
+    assert not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text(), "too late: already trained"
+    slurm.scancel("--signal=USR1", job)
+    info = slurm.wait_done(job)
+    out = log(run, job)
+    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert "stop requested (signal 10); checkpointed step 1; exit 75" in out
+    assert "requeueing job" in out and int(info["Restarts"]) >= 1
+    assert losses(run) == reference_losses
+
+
+def test_scancel_leaves_a_valid_latest_and_a_new_job_resumes(slurm, prepared_data, reference_losses, tmp_path):
+    run = tmp_path / "run"
+    job = submit_template(slurm, "train.sbatch", run, prepared_data)
+    wait_for(lambda: (run / "checkpoints" / "latest").exists(), what="the first checkpoint")
+    slurm.scancel(job)
+    assert slurm.wait_done(job)["JobState"] == "CANCELLED"
+    latest = (run / "checkpoints" / "latest").read_text().strip()
+    assert (run / "checkpoints" / latest).is_dir()
+    again = slurm.sbatch("--nodes", "2", "--ntasks-per-node", "1", "--time", "10", "--chdir", str(run),
+                         "--output", str(run / "slurm-%j.out"), str(REPO / "slurm" / "train.sbatch"),
+                         *job_train_args(run, prepared_data), env=job_env())
+    info = slurm.wait_done(again)
+    out = log(run, again)
+    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert f"resumed from {run / 'checkpoints' / latest}" in out or "resumed from" in out
+    assert losses(run) == reference_losses
+    assert max(losses(run)) == STEPS
