@@ -41,20 +41,26 @@ def check_out(out: Path, overwrite: bool) -> None:
 
 def export_hf(src: str | Path, out: str | Path, *, max_shard_size: str | int = "2GB",
               overwrite: bool = False) -> Path:
-    from transformers import GenerationConfig
-
-    from mythos.hf.bundle import write_bundle
-    from mythos.hf.configuration_mythos import MythosConfig
-    from mythos.hf.modeling_mythos import MythosForCausalLM
+    """Export a run directory or export file to `out` (see the module docstring)."""
     out = Path(out)
     check_out(out, overwrite)
     model, mcfg, tok_path, seq_len = load_source(src)
     if tok_path is None or not Path(tok_path).is_file():
         raise UserError(f"{src}: no tokenizer found (expected {tok_path}); the HF export needs it")
+    return write_hf(model, mcfg, Path(tok_path), seq_len, out, max_shard_size=max_shard_size)
+
+
+def write_hf(model, mcfg, tok_path: Path, seq_len: int, out: Path, *, max_shard_size: str | int = "2GB") -> Path:
+    """Write an in-memory Mythos model as an HF directory `out` (replaced if it exists)."""
+    from transformers import GenerationConfig
+
+    from mythos.hf.bundle import write_bundle
+    from mythos.hf.configuration_mythos import MythosConfig
+    from mythos.hf.modeling_mythos import MythosForCausalLM
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        sp = _write_tokenizer(Path(tok_path), tmp)
+        sp = _write_tokenizer(tok_path, tmp)
         special = {"bos_token_id": sp.bos_id if sp.bos_id >= 0 else None, "eos_token_id": sp.eos_id,
                    "pad_token_id": sp.pad_id if sp.pad_id >= 0 else sp.eos_id}
         config = MythosConfig(mythos=dataclasses.asdict(mcfg), max_position_embeddings=seq_len, auto_map=AUTO_MAP,
