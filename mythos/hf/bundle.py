@@ -6,9 +6,13 @@ change to mythos/model cannot silently change what an old export computes. Every
 `mythos/errors.py` is copied flat as `mythos_model_<name>.py` / `mythos_errors.py`, and `from mythos.model.X import`
 lines become `from .mythos_model_X import` (transformers copies relative imports along with the modeling file).
 A `mythos` import that cannot be rewritten fails the export, rather than producing a directory that only loads here.
+Custom ops (`torch.library.custom_op("mythos::...")`) move to a namespace named after a hash of the bundled sources:
+torch replaces an op registered twice under one name process-wide, so loading an export next to the installed package
+(or an export of other code) must not swap the kernels either of them runs.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -18,6 +22,7 @@ PKG = Path(mythos.__file__).resolve().parent
 _MODEL_IMPORT = re.compile(r"^(\s*)from mythos\.model\.(\w+) import", re.M)
 _ERRORS_IMPORT = re.compile(r"^(\s*)from mythos\.errors import", re.M)
 _ANY_MYTHOS = re.compile(r"^\s*(from|import)\s+mythos\b.*$", re.M)
+_OP_NAMESPACE = re.compile(r"""(["'])mythos::""")
 MODELING_FILE = "modeling_mythos.py"
 CONFIG_FILE = "configuration_mythos.py"
 
@@ -39,7 +44,9 @@ def bundled_sources() -> dict[str, str]:
     for p in sorted((PKG / "model").glob("*.py")):
         if p.name != "__init__.py":
             files[f"mythos_model_{p.stem}.py"] = p
-    return {name: rewrite_imports(p.read_text(), str(p)) for name, p in files.items()}
+    sources = {name: rewrite_imports(p.read_text(), str(p)) for name, p in files.items()}
+    digest = hashlib.sha256("".join(sources[n] for n in sorted(sources)).encode()).hexdigest()[:12]
+    return {name: _OP_NAMESPACE.sub(rf"\1mythos_{digest}::", text) for name, text in sources.items()}
 
 
 def write_bundle(out: Path) -> list[str]:

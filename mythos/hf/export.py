@@ -25,6 +25,8 @@ def load_source(src: str | Path):
     p = Path(src)
     if p.is_dir():
         model, cfg, tok = load_run(p)
+        if not tok.is_file() and (tok.parent.parent / "tokenizer.model").is_file():
+            tok = tok.parent.parent / "tokenizer.model"  # data.path is a Megatron prefix: the model sits beside it
         return model, cfg.model, tok, cfg.train.seq_len
     if p.is_file():
         model, mcfg, tok = load_exported(p)
