@@ -29,26 +29,16 @@ def is_megatron_prefix(path: str | os.PathLike) -> bool:
     return not os.path.isdir(p) and os.path.isfile(p + ".idx") and os.path.isfile(p + ".bin")
 
 
-class DocumentRange:
-    """Sequences [lo, hi) of an IndexedDataset, with the attributes the loader and evals read from a shard."""
+class DocumentRange(IndexedDataset):
+    """Sequences [lo, hi) of an IndexedDataset: a view with the shard's reading methods (files already checked)."""
 
-    def __init__(self, ds: IndexedDataset, lo: int, hi: int):
+    def __init__(self, ds: IndexedDataset, lo: int, hi: int):  # not super().__init__: that re-opens the files
         self.prefix, self.dtype = ds.prefix, ds.dtype
         self.lengths = ds.lengths[lo:hi]
         start = int(ds.offsets[lo]) // ds.dtype.itemsize if lo < len(ds) else ds.n_tokens
         self.n_tokens = int(self.lengths.sum(dtype=np.int64))
         self.tokens = ds.tokens[start: start + self.n_tokens]
         self.offsets = ds.offsets[lo:hi] - (ds.offsets[lo] if lo < len(ds) else 0)
-
-    def __len__(self) -> int:
-        return int(self.lengths.size)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        start = int(self.offsets[i]) // self.dtype.itemsize
-        return self.tokens[start: start + int(self.lengths[i])]
-
-    def max_token(self) -> int:
-        return int(self.tokens.max()) if self.n_tokens else -1
 
 
 def _val_start(ds: IndexedDataset) -> int:
