@@ -16,9 +16,15 @@ def test_greedy_generate_equals_ours(kind, prepared_data, tmp_path):
         want = ours.generate(prompt, 24, n_loops=n)[0].tolist()
         assert len(set(want[6:])) > 3, "degenerate continuation: the comparison would be weak"
         for use_cache in (True, False):
+            seen = []
+            hook = hf.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]),
+                                                with_kwargs=True)
             got = hf.generate(prompt, max_new_tokens=24, do_sample=False, n_loops=n, use_cache=use_cache,
                               eos_token_id=None, pad_token_id=0)[0].tolist()
+            hook.remove()
             assert got == want, (n, use_cache)
+            # with the cache: one prefill, then one new token per forward; without: the whole sequence each time
+            assert seen == ([6] + [1] * 23 if use_cache else list(range(6, 30))), (use_cache, seen)
 
 
 def test_generate_matches_mythos_generate_cli(tiny_run, run_export, capsys):

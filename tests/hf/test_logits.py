@@ -25,6 +25,11 @@ def test_hf_logits_equal_ours(kind, prepared_data, tmp_path):
             want = ours(x_BT, n_loops=n).logits_BTV
         assert got.dtype == torch.float32
         assert (got - want).abs().max().item() <= TOL, (kind, n)
+    with torch.no_grad():  # labels: the usual shifted next-token loss
+        loss = hf(x_BT, labels=x_BT, n_loops=4).loss
+        want = torch.nn.functional.cross_entropy(ours(x_BT, n_loops=4).logits_BTV[:, :-1].flatten(0, 1),
+                                                 x_BT[:, 1:].flatten())
+    assert abs(loss.item() - want.item()) <= TOL
     if kind.startswith("rdt"):  # different loop counts give different functions (n_loops reaches the model)
         with torch.no_grad():
             assert (hf(x_BT, n_loops=1).logits - hf(x_BT, n_loops=16).logits).abs().max() > 1e-3
@@ -72,3 +77,15 @@ def test_export_layout_sharded_and_standalone(run_export, monkeypatch):
     assert not any(m == "mythos" or m.startswith("mythos.") for m in sys.modules)
     with torch.no_grad():
         assert torch.isfinite(hf(torch.tensor([[1, 2, 3]]), n_loops=3).logits).all()
+
+
+def test_export_from_a_safetensors_export_file(tiny_run, tmp_path):
+    """`--format hf` also takes the one-file `mythos-export` output (which records no seq_len: 2048)."""
+    from mythos.evals.load import export, load_run
+    from mythos.hf.export import export_hf
+    out = export_hf(export(tiny_run, tmp_path / "tiny.safetensors"), tmp_path / "from_file")
+    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 2048
+    ours, _, _ = load_run(tiny_run)
+    x_BT = torch.randint(0, 300, (1, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (load_hf(out)(x_BT, n_loops=2).logits - ours(x_BT, n_loops=2).logits_BTV).abs().max() <= TOL
