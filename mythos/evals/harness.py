@@ -96,20 +96,39 @@ def run_harness(run: str | Path, tasks: list[str], loops: list[int], out_dir: Pa
     """Export RUN to out_dir/hf, run lm-eval on `tasks` at each loop count; lm-eval writes its results JSON under
     out_dir/loops_N/. Returns {loops: {task: {metric: value}}} and prints a table."""
     try:
-        import lm_eval
-        from lm_eval.loggers import EvaluationTracker
-        from lm_eval.tasks import TaskManager
+        import lm_eval  # noqa: F401
     except ImportError as e:
         raise UserError(f"--harness needs the optional extra: pip install -e '.[hf]' ({e})") from None
-    from mythos.data import parse_spec
-    from mythos.hf.export import export_hf, load_source
+    from mythos.hf.export import load_source
     model, mcfg, tok_path, seq_len = load_source(run)
-    hf_dir = export_hf(run, out_dir / "hf", overwrite=True)
+    created = not out_dir.exists()
+    try:
+        return _run(model, mcfg, tok_path, seq_len, run, tasks, loops, out_dir, max_docs, limit)
+    except UserError:
+        if created:  # bad input found on the way: leave nothing behind
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _run(model, mcfg, tok_path, seq_len, run, tasks, loops, out_dir, max_docs, limit) -> dict:
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+
+    from mythos.data import parse_spec
+    from mythos.hf.export import write_hf
+    hf_dir = write_hf(model, mcfg, Path(tok_path), seq_len, out_dir / "hf")
     eos = json.loads((hf_dir / "config.json").read_text())["eos_token_id"]
     docs = None
     if LOCAL_TASK in tasks:
         docs = build_local_task(parse_spec(_data_path(run))[0][0], tok_path, out_dir / "tasks", max_docs)
-    manager = TaskManager(include_path=str(out_dir / "tasks")) if docs is not None else TaskManager()
+    # lm-eval indexes its ~26k built-in task YAMLs (~50 s here) unless told the local ones are all there is
+    manager = TaskManager(include_path=str(out_dir / "tasks") if docs is not None else None,
+                          include_defaults=any(t != LOCAL_TASK for t in tasks))
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise UserError(f"--harness: unknown lm-eval task(s) {', '.join(unknown)} (local: {LOCAL_TASK}; "
+                        "others come with lm-eval and may need a download)")
     counts: list[int | None] = [None] if mcfg.mode == "dense" else list(loops)
     summary: dict = {}
     for n in counts:

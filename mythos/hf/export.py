@@ -55,6 +55,7 @@ def export_hf(src: str | Path, out: str | Path, *, max_shard_size: str | int = "
 def write_hf(model, mcfg, tok_path: Path, seq_len: int, out: Path, *, max_shard_size: str | int = "2GB") -> Path:
     """Write an in-memory Mythos model as an HF directory `out` (replaced if it exists)."""
     from transformers import GenerationConfig
+    from transformers.utils import logging as hf_logging
 
     from mythos.hf.bundle import write_bundle
     from mythos.hf.configuration_mythos import MythosConfig
@@ -69,7 +70,11 @@ def write_hf(model, mcfg, tok_path: Path, seq_len: int, out: Path, *, max_shard_
                               architectures=["MythosForCausalLM"], **special)
         hf = MythosForCausalLM(config)
         hf.model.load_state_dict(model.state_dict())
-        hf.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        hf_logging.disable_progress_bar()  # a shard-writing bar per export is noise in CLI output
+        try:
+            hf.save_pretrained(str(tmp), max_shard_size=max_shard_size)
+        finally:
+            hf_logging.enable_progress_bar()
         GenerationConfig(do_sample=False, **special).save_pretrained(str(tmp))
         write_bundle(tmp)
         if out.exists():

@@ -52,3 +52,4 @@ def test_harness_bad_tasks(tiny_run, tmp_path, capsys):
     from mythos.evals.cli import main
     _fails(main, [str(tiny_run), "--harness", ",", "--harness-out", str(tmp_path / "h")], capsys)
     assert list(tmp_path.iterdir()) == []
+
