@@ -1,12 +1,14 @@
 """`mythos-eval RUN --harness TASKS`: lm-evaluation-harness on the run exported as a Hugging Face model, once per
 loop count (`n_loops` goes to from_pretrained through lm-eval's model_args).
 
-The local task `mythos_val` needs no download: a JSONL of the run's validation documents (decoded from the val
-shards; each re-encodes to the same ids) scored with `loglikelihood_rolling`, each document after one EOS (documents
-follow an EOS in our shards) in windows of the training seq_len. Next to lm-eval's number the table prints our own
-model's nats/token on the same token ids and windows (`reference_nats_per_token`), computed without transformers or
-lm-eval: the two agree to ~1e-6 (tests/hf/test_harness.py). This is a per-document loss, not mythos-eval's
-packed-window validation loss: lm-eval feeds text, and windows cut mid-token or across an EOS do not re-encode.
+Two local tasks need no download: `mythos_python_mc` (shipped multiple choice, mythos/evals/harness_mc.py) and
+`mythos_val`: a JSONL of the run's validation documents (decoded from the val shards; each re-encodes to the same ids)
+scored with `loglikelihood_rolling`, each document after one EOS (documents follow an EOS in our shards) in windows of
+the training seq_len. Next to lm-eval's number the table prints our own model's nats/token on the same token ids and
+windows (`reference_nats_per_token`), computed without transformers or lm-eval: the two agree to ~1e-6
+(tests/hf/test_harness.py); likewise `mythos_acc` for the multiple choice. This is a per-document loss, not
+mythos-eval's packed-window validation loss: lm-eval feeds text, and windows cut mid-token or across an EOS do not
+re-encode (fed the packed stream, the same windowing gives mythos-eval's number exactly: the test shows that too).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mythos.errors import UserError
+from mythos.evals.harness_mc import MC_TASK, reference_mc_accuracy, write_mc_task
 
 LOCAL_TASK = "mythos_val"
 TASK_UTILS = Path(__file__).with_name("harness_task.py")
@@ -30,7 +33,7 @@ dataset_kwargs:
 test_split: test
 output_type: loglikelihood_rolling
 doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
+doc_to_target: text
 process_results: !function mythos_val_utils.process_results
 metric_list:
   - metric: nats_per_token
@@ -119,15 +122,18 @@ def _run(model, mcfg, tok_path, seq_len, run, tasks, loops, out_dir, max_docs, l
     from mythos.hf.export import write_hf
     hf_dir = write_hf(model, mcfg, Path(tok_path), seq_len, out_dir / "hf")
     eos = json.loads((hf_dir / "config.json").read_text())["eos_token_id"]
-    docs = None
+    docs = mc_items = None
     if LOCAL_TASK in tasks:
         docs = build_local_task(parse_spec(_data_path(run))[0][0], tok_path, out_dir / "tasks", max_docs)
+    if MC_TASK in tasks:
+        mc_items = write_mc_task(out_dir / "tasks")
     # lm-eval indexes its ~26k built-in task YAMLs (~50 s here) unless told the local ones are all there is
-    manager = TaskManager(include_path=str(out_dir / "tasks") if docs is not None else None,
-                          include_defaults=any(t != LOCAL_TASK for t in tasks))
+    local = (out_dir / "tasks").is_dir()
+    manager = TaskManager(include_path=str(out_dir / "tasks") if local else None,
+                          include_defaults=any(t not in (LOCAL_TASK, MC_TASK) for t in tasks))
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
-        raise UserError(f"--harness: unknown lm-eval task(s) {', '.join(unknown)} (local: {LOCAL_TASK}; "
+        raise UserError(f"--harness: unknown lm-eval task(s) {', '.join(unknown)} (local: {LOCAL_TASK}, {MC_TASK}; "
                         "others come with lm-eval and may need a download)")
     counts: list[int | None] = [None] if mcfg.mode == "dense" else list(loops)
     summary: dict = {}
@@ -140,10 +146,14 @@ def _run(model, mcfg, tok_path, seq_len, run, tasks, loops, out_dir, max_docs, l
         res = lm_eval.simple_evaluate(model="hf", model_args=args, tasks=tasks, batch_size=1, limit=limit,
                                       task_manager=manager, evaluation_tracker=tracker, log_samples=False)
         tracker.save_results_aggregated(results=res, samples=None)
-        row = {t: {k.split(",")[0]: v for k, v in m.items() if isinstance(v, (int, float)) and "stderr" not in k and k != "sample_len"}
+        row = {t: {k.split(",")[0]: v for k, v in m.items()
+                   if isinstance(v, (int, float)) and "stderr" not in k and k != "sample_len"}
                for t, m in res["results"].items()}
         if docs is not None:
             row[LOCAL_TASK]["mythos_nats_per_token"] = reference_nats_per_token(model, docs, eos, seq_len, n)
+        if mc_items is not None:
+            from mythos.data import Tokenizer
+            row[MC_TASK]["mythos_acc"] = reference_mc_accuracy(model, Tokenizer(tok_path), mc_items, n)
         summary[str(n or 0)] = row
         _print_row(n, row)
     (out_dir / "harness_summary.json").write_text(json.dumps(summary, indent=1))

@@ -1,6 +1,7 @@
-"""lm-eval runs the local mythos_val task on the tiny trained model through the HF export and writes its results
-JSON; its nats/token equals our own model's on the same documents (<= 1e-4) at each loop count, and our reference's
-windowing reproduces mythos-eval's validation loss exactly when fed the packed validation stream."""
+"""lm-eval runs the local tasks on the tiny trained model through the HF export and writes its results JSON; its
+nats/token on mythos_val equals our own model's on the same documents (<= 1e-4) at each loop count, its accuracy on
+the shipped multiple choice equals ours, and our reference's windowing reproduces mythos-eval's validation loss
+exactly when fed the packed validation stream."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ pytest.importorskip("lm_eval")
 def test_lm_eval_local_task_matches_ours(tiny_run, tmp_path, capsys):
     from mythos.evals.cli import main
     out = tmp_path / "harness"
-    assert main([str(tiny_run), "--loops", "1,4", "--harness", "mythos_val", "--harness-out", str(out),
+    assert main([str(tiny_run), "--loops", "1,4", "--harness", "mythos_val,mythos_python_mc", "--harness-out", str(out),
                  "--harness-docs", "3"]) == 0
     summary = json.loads((out / "harness_summary.json").read_text())
     assert set(summary) == {"1", "4"}
@@ -28,6 +29,8 @@ def test_lm_eval_local_task_matches_ours(tiny_run, tmp_path, capsys):
         ours = summary[n]["mythos_val"]["mythos_nats_per_token"]
         assert abs(lm_eval_loss - ours) <= 1e-4, (n, lm_eval_loss, ours)
         assert 0 < res["results"]["mythos_val"]["bits_per_byte,none"] < 20
+        acc = res["results"]["mythos_python_mc"]["acc,none"]
+        assert acc == summary[n]["mythos_python_mc"]["mythos_acc"] and 0 <= acc <= 1
     assert summary["1"]["mythos_val"]["nats_per_token"] != summary["4"]["mythos_val"]["nats_per_token"]
     assert "mythos_val" in capsys.readouterr().out
 
