@@ -7,6 +7,7 @@ prepends its own prefix token). tokenizer.model is copied too, for SentencePiece
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,5 +24,8 @@ def write_tokenizer(model_file: Path, out: Path) -> Tokenizer:
         shutil.copyfile(model_file, Path(tmp) / "tokenizer.model")
         tok = AutoTokenizer.from_pretrained(tmp, split_special_tokens=True, pad_token=sp.id_to_piece(pad_id))
         tok.save_pretrained(str(out))
+    cfg_path = out / "tokenizer_config.json"  # drop where this copy was loaded from: not a property of the tokenizer
+    cfg = {k: v for k, v in json.loads(cfg_path.read_text()).items() if k not in ("is_local", "local_files_only")}
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     shutil.copyfile(model_file, out / "tokenizer.model")
     return sp

@@ -2,6 +2,7 @@
 trained on; `mythos-prep --tokenizer` with a Hugging Face tokenizer directory."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import shutil
@@ -78,6 +79,10 @@ def test_train_on_megatron_shards(prepared_data, tmp_path):
     r = run_module(train_args(run, prefix, 4))
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(read_metrics(run)) >= 1
+    if importlib.util.find_spec("transformers"):  # the HF export finds the tokenizer beside the prefix
+        from mythos.hf.export import export_hf
+        out = export_hf(run, tmp_path / "hf")
+        assert (out / "tokenizer.model").read_bytes() == (mega / "tokenizer.model").read_bytes()
 
 
 def test_prep_tokenizer_from_hf_directory(prepared_data, tmp_path):
