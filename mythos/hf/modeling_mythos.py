@@ -51,6 +51,11 @@ class MythosCache(KVCache):
         return self.pos
 
 
+# Arguments transformers' generate() or callers pass that change nothing here (positions come from the cache).
+_IGNORED_ARGS = {"position_ids", "cache_position", "logits_to_keep", "output_attentions", "output_hidden_states",
+                 "token_type_ids", "inputs_embeds", "past_key_values"}
+
+
 def _check_padding(mask_BT: torch.Tensor | None, cached: bool) -> None:
     if mask_BT is None or bool(mask_BT.all()):
         return
@@ -87,10 +92,15 @@ class MythosForCausalLM(PreTrainedModel, GenerationMixin):
 
     def forward(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                 cache: MythosCache | None = None, use_cache: bool | None = None, labels: torch.LongTensor | None = None,
-                n_loops: int | None = None, position_ids=None, return_dict: bool | None = None,
-                **kwargs) -> CausalLMOutputWithPast:
-        """position_ids are implied by the cache (RoPE positions continue from cache.pos) and ignored."""
-        cache = kwargs.pop("past_key_values", None) if cache is None else cache
+                n_loops: int | None = None, return_dict: bool | None = None, **kwargs) -> CausalLMOutputWithPast:
+        """position_ids are implied by the cache (RoPE positions continue from cache.pos) and ignored; any other
+        unknown argument (a misspelt `n_loops`) is a TypeError rather than silently dropped."""
+        unknown = sorted(set(kwargs) - _IGNORED_ARGS)
+        if unknown:
+            raise TypeError(f"MythosForCausalLM.forward: unexpected argument(s) {', '.join(unknown)}")
+        if kwargs.get("inputs_embeds") is not None:
+            raise ValueError("MythosForCausalLM takes input_ids, not inputs_embeds")
+        cache = kwargs.get("past_key_values") if cache is None else cache
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if cache is not None and not isinstance(cache, KVCache):
             if cache.get_seq_length() != 0:

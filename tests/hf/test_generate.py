@@ -41,6 +41,16 @@ def test_generate_matches_mythos_generate_cli(tiny_run, run_export, capsys):
     assert tok.decode(got[0], skip_special_tokens=True) == cli_text
 
 
+def test_sampling_runs_and_bad_arguments_are_refused(run_export):
+    hf = load_hf(run_export)
+    torch.manual_seed(0)
+    out = hf.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=8, do_sample=True, temperature=0.8, top_k=20,
+                      n_loops=2, eos_token_id=None)
+    assert out.shape == (1, 11)
+    with pytest.raises(TypeError, match="n_loop"):
+        hf(torch.tensor([[5, 6, 7]]), n_loop=2)
+
+
 def test_left_padding_is_refused(run_export):
     hf = load_hf(run_export)
     ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
