@@ -12,6 +12,7 @@ from pathlib import Path
 from data_prep import sharded
 from data_prep import sources as S
 from data_prep.encode import SPLITS, ShardSink, run_encode, scan_complete
+from data_prep.tokenizer_import import resolve_tokenizer
 from data_prep.tokenizer_train import MIN_VOCAB, sample_documents, train_tokenizer
 from mythos.data.indexed import CODE_OF, dtype_capacity, dtype_for_vocab
 from mythos.data.loader import FORMAT_VERSION, check_vocab, open_split, read_metadata
@@ -32,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--vocab-size", type=int, default=None, help="train a SentencePiece BPE model (default 4096)")
-    tok.add_argument("--tokenizer", help="use an existing SentencePiece .model")
+    tok.add_argument("--tokenizer", help="use an existing SentencePiece .model or a Hugging Face tokenizer "
+                     "directory holding one")
     p.add_argument("--val-fraction", type=float, default=0.01)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoder processes (default: cores)")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (cut at document ends)")
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_args(a) -> None:
     if a.vocab_size is None and a.tokenizer is None:
         a.vocab_size = 4096
+    if a.tokenizer is not None:
+        a.tokenizer = resolve_tokenizer(a.tokenizer)
     if not 0.0 <= a.val_fraction < 1.0:
         raise UserError(f"--val-fraction {a.val_fraction}: must be in [0, 1)")
     if a.workers < 1:

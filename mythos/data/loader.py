@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mythos.data.indexed import IndexedDataset, dtype_capacity
+from mythos.data.megatron import is_megatron_prefix, megatron_metadata, open_range
 from mythos.data.packed import PackedDataset
 from mythos.errors import UserError
 
@@ -27,7 +28,10 @@ FORMAT_VERSION = 1
 
 
 def read_metadata(data_dir: str | os.PathLike) -> dict:
-    """metadata.json of a prepared directory, checked for the keys the loader needs."""
+    """metadata.json of a prepared directory, checked for the keys the loader needs (or the equivalent of a
+    Megatron-LM `PREFIX_text_document` prefix, see mythos/data/megatron.py)."""
+    if is_megatron_prefix(data_dir):
+        return megatron_metadata(data_dir)
     path = Path(data_dir) / "metadata.json"
     if not Path(data_dir).is_dir():
         raise UserError(f"{data_dir}: no such data directory")
@@ -52,7 +56,11 @@ def read_metadata(data_dir: str | os.PathLike) -> dict:
 
 
 def check_vocab(meta: dict, model_vocab: int, data_dir: str | os.PathLike = "data") -> None:
-    """UserError unless the data's vocabulary equals the model's."""
+    """UserError unless the data's vocabulary equals the model's (Megatron shards: every id is below it)."""
+    if meta.get("megatron"):
+        if int(meta["max_token"]) >= int(model_vocab):
+            raise UserError(f"{data_dir}.bin: token id {meta['max_token']} >= the model's vocab_size {model_vocab}")
+        return
     if int(meta["vocab_size"]) != int(model_vocab):
         raise UserError(f"{Path(data_dir) / 'metadata.json'}: vocab_size {meta['vocab_size']} differs from the "
                         f"model's {model_vocab}")
@@ -66,7 +74,7 @@ def open_split(data_dir: str | os.PathLike, split: str, meta: dict | None = None
         raise UserError(f"{mpath}: no split {split!r} (has {sorted(meta['splits'])})")
     shards = []
     for entry in meta["splits"][split]["shards"]:
-        ds = IndexedDataset(Path(data_dir) / entry["name"])
+        ds = open_range(IndexedDataset(Path(data_dir) / entry["name"]), entry)
         idx = f"{ds.prefix}.idx"
         if ds.dtype.name != meta["dtype"]:
             raise UserError(f"{idx}: dtype {ds.dtype.name} differs from {mpath}'s {meta['dtype']}")

@@ -44,8 +44,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loops", default="1,2,4,8,16")
     p.add_argument("--batches", type=int, default=None, help="validation batches (default: data.val_batches)")
     p.add_argument("--out", default=None, help="PNG path (default: RUN/eval_loops.png)")
+    p.add_argument("--harness", default=None, metavar="TASKS",
+                   help="comma-separated lm-eval tasks run on the HF export instead (local, no download: mythos_val)")
+    p.add_argument("--harness-out", default=None, help="harness output directory (default: RUN/harness)")
+    p.add_argument("--harness-docs", type=int, default=64, help="validation documents in the mythos_val task")
     args = p.parse_args(argv)
     loops = parse_loops(args.loops)
+    if args.harness is not None:
+        from mythos.evals.harness import run_harness
+        tasks = [t.strip() for t in args.harness.split(",") if t.strip()]
+        if not tasks or args.harness_docs < 1:
+            raise UserError(f"--harness {args.harness!r} / --harness-docs {args.harness_docs}: expected task names "
+                            "and a positive document count")
+        run_harness(args.run, tasks, loops, Path(args.harness_out or Path(args.run) / "harness"), args.harness_docs)
+        return 0
     from mythos.evals.load import load_run
     from mythos.evals.validate import validation_losses
     from mythos.parallel.env import DistEnv
