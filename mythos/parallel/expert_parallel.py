@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Shard
 
@@ -91,10 +92,15 @@ class EPExperts:
         counts_PE = counts_E.to(torch.int64).view(p, -1).contiguous()
         recv_PE = torch.empty_like(counts_PE)
         dist.all_to_all_single(recv_PE, counts_PE, group=self.ep_group)
-        send_splits, recv_splits = counts_PE.sum(1).tolist(), recv_PE.sum(1).tolist()
+        if isinstance(x_sorted_MD, FakeTensor):  # mythos-plan's dry run: no values, assume balanced routing
+            m = x_sorted_MD.shape[0]
+            send_splits = recv_splits = [m // p + (q < m % p) for q in range(p)]
+        else:
+            send_splits, recv_splits = counts_PE.sum(1).tolist(), recv_PE.sum(1).tolist()
 
         x_recv = _AllToAll.apply(x_sorted_MD.to(dtype), recv_splits, send_splits, self.ep_group)
-        perm = expert_major_permutation(recv_PE)
+        perm = (torch.arange(x_recv.shape[0]) if isinstance(x_recv, FakeTensor)
+                else expert_major_permutation(recv_PE))
         weights = [_ScaleGrad.apply(_local(w), 1.0 / p) for w in ex.parameters(recurse=False)]
         y_e = ex.compute(x_recv[perm], recv_PE.sum(0), *weights)
         if y_e.shape[0] == 0:  # keep the weights in the graph: every rank must run the same gradient collectives

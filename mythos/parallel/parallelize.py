@@ -65,7 +65,7 @@ def parallelize(model: nn.Module, mesh: DeviceMesh | None, cfg: "ParallelConfig"
     `build_mesh(env, cfg)`; None means a single process: AC and compile only, and bf16 as autocast."""
     plan = model.parallel_plan()
     on_meta = is_meta(model)
-    if not on_meta:
+    if not on_meta and any(p.device != torch.device(device) for p in model.parameters()):
         model.to(device)
     if mesh is not None:
         apply_expert_parallel(_units(model, plan)["experts"], mesh)

@@ -13,9 +13,7 @@ from mythos.config import ParallelConfig
 from mythos.model import Mythos
 from mythos.model.config import ACTConfig, InjectionConfig
 from mythos.parallel import meta_device, parallelize
-from tests.parallel.dist_run import launch, tiny_model_config
-
-WORKER = str(__import__("pathlib").Path(__file__).with_name("plan_run.py"))
+from tests.parallel.dist_run import tiny_model_config
 
 
 def _variants():
@@ -57,22 +55,9 @@ def test_meta_construction_holds_no_storage():
     assert sum(p.untyped_storage().nbytes() for p in model.parameters() if not p.is_meta) == 0
 
 
-@pytest.fixture(scope="module")
-def four_ranks(tmp_path_factory):
-    """dp2 x ep2 on 4 gloo ranks, meta-built; 3 loops x 1 micro-batch and 6 loops x 2 micro-batches."""
-    d = tmp_path_factory.mktemp("r4")
-    runs = {}
-    for loops, micro in ((3, 1), (6, 2)):
-        out = d / f"l{loops}m{micro}"
-        launch(4, ["--out", str(out), "--ep", "2", "--dp-shard", "2", "--loops", str(loops), "--micro", str(micro),
-                   *([] if (loops, micro) == (3, 1) else ["--no-weights"])], script=WORKER)
-        runs[(loops, micro)] = [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(4)]
-    return runs
-
-
 @pytest.mark.slow
-def test_meta_init_four_ranks_equals_eager(four_ranks):
-    got = four_ranks[(3, 1)][0]["weights"]
+def test_meta_init_four_ranks_equals_eager(scaling_runs):
+    got = scaling_runs[(4, 3, 1)][0]["weights"]
     want = dict(_eager(tiny_model_config()).named_parameters())
     assert set(got) == set(want)
     for k, v in want.items():
@@ -80,12 +65,12 @@ def test_meta_init_four_ranks_equals_eager(four_ranks):
 
 
 @pytest.mark.slow
-def test_per_rank_state_is_a_quarter_at_dp2_ep2(four_ranks):
+def test_per_rank_state_is_a_quarter_at_dp2_ep2(scaling_runs):
     model = _eager(tiny_model_config())
     expert_ids = {id(p) for m in model.moe_modules() for p in m.experts.parameters()}
     total = {"experts": sum(p.numel() * 4 for p in model.parameters() if id(p) in expert_ids),
              "dense": sum(p.numel() * 4 for p in model.parameters() if id(p) not in expert_ids)}
-    for rank, res in enumerate(four_ranks[(3, 1)]):
+    for rank, res in enumerate(scaling_runs[(4, 3, 1)]):
         st = res["state"]
         for part, whole in total.items():
             for kind, factor in (("params", 1), ("grads", 1), ("optim", 2)):  # AdamW: exp_avg + exp_avg_sq
@@ -94,8 +79,8 @@ def test_per_rank_state_is_a_quarter_at_dp2_ep2(four_ranks):
 
 
 @pytest.mark.slow
-def test_expert_collectives_do_not_grow_with_loops_or_micro_batches(four_ranks):
-    base, more = four_ranks[(3, 1)][0]["comm"], four_ranks[(6, 2)][0]["comm"]
+def test_expert_collectives_do_not_grow_with_loops_or_micro_batches(scaling_runs):
+    base, more = scaling_runs[(4, 3, 1)][0]["comm"], scaling_runs[(4, 6, 2)][0]["comm"]
     # experts are FSDP-sharded over dp_shard: one all-gather and one reduce-scatter there per step, nothing else
     for c in (base, more):
         assert c["all_gather@dp_shard"]["calls"] == 1 and c["reduce_scatter@dp_shard"]["calls"] == 1, c
