@@ -105,5 +105,15 @@ class CollectiveCounter(CommDebugMode):
             rec["bytes"] += _nbytes(args[_INPUT_ARG[kind]])
         return out
 
+    def snapshot(self) -> dict:
+        return {k: dict(v) for k, v in self.by_kind.items()}
+
+    def repeat_since(self, before: dict, times: int) -> None:
+        """Count what happened since `before` `times` times in all (a repeated micro-batch)."""
+        for key, rec in self.by_kind.items():
+            old = before.get(key, {"calls": 0, "bytes": 0})
+            for field in ("calls", "bytes"):
+                rec[field] = old[field] + times * (rec[field] - old[field])
+
     def table(self) -> dict[str, dict[str, int]]:
         return {f"{k}@{d}": dict(v) for (k, d), v in sorted(self.by_kind.items())}
