@@ -58,7 +58,7 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 def mesh_dim_groups(mesh) -> dict[str, object]:
     """process group -> mesh dim name ("dp_shard", "ep", and the flattened "dp")."""
     from mythos.parallel.mesh import DP, dp_mesh
-    groups = {DP: dp_mesh(mesh).get_group()}  # listed first: it names a dim that another one duplicates
+    groups = {DP: dp_mesh(mesh).get_group()}
     groups.update({name: mesh[name].get_group() for name in mesh.mesh_dim_names})
     return groups
 
@@ -85,22 +85,23 @@ class CollectiveCounter(CommDebugMode):
         self._names = [(g, name) for name, g in (groups or {}).items()]
         self.by_kind: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"calls": 0, "bytes": 0})
 
-    def _dim(self, func, args) -> str:
+    def _dim(self, func, args, kind: str) -> str:
+        """The mesh dim of this call's group. Dims spanning the same ranks share one group (a dim over all ranks is
+        the world group), so a shared group is named by use: all-to-all -> "ep", FSDP's collectives -> "dp"."""
         try:
             pg = CollectiveOp.get_process_group(func, args)
         except (TypeError, KeyError):
             return "?"
-        # the flattened dp dim and a 1-D mesh can share ranks with another dim: the first listed name wins
-        for g, name in self._names:
-            if g is pg or (dist.get_process_group_ranks(g) == dist.get_process_group_ranks(pg)):
-                return name
-        return "world"
+        ranks = dist.get_process_group_ranks(pg)
+        names = [name for g, name in self._names if dist.get_process_group_ranks(g) == ranks]
+        preferred = "ep" if kind == "all_to_all" else "dp"
+        return preferred if preferred in names else names[0] if names else "world"
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = super().__torch_dispatch__(func, types, args, kwargs)
         kind = _KINDS.get(func)
         if kind is not None and out is not NotImplemented:
-            rec = self.by_kind[(kind, self._dim(func, args))]
+            rec = self.by_kind[(kind, self._dim(func, args, kind))]
             rec["calls"] += 1
             rec["bytes"] += _nbytes(args[_INPUT_ARG[kind]])
         return out
