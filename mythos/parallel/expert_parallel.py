@@ -43,7 +43,8 @@ class _AllToAll(torch.autograd.Function):
 
 
 def _all_to_all(x: torch.Tensor, out_splits: list[int], in_splits: list[int], group) -> torch.Tensor:
-    comm_dtype = x.dtype if x.dtype in (torch.float32, torch.float64) or x.device.type != "cpu" else torch.float32
+    gloo = dist.get_backend(group) == "gloo"  # gloo's all-to-all has no bf16: send fp32 there, as-is elsewhere
+    comm_dtype = torch.float32 if gloo and x.dtype not in (torch.float32, torch.float64) else x.dtype
     send = x.to(comm_dtype).contiguous()
     out = send.new_empty((sum(out_splits), *x.shape[1:]))
     dist.all_to_all_single(out, send, out_splits, in_splits, group=group)
