@@ -21,8 +21,9 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 _aten = torch.ops.aten
-_RANDOM_INPLACE = {getattr(op, overload) for op in (_aten.uniform_, _aten.normal_, _aten.bernoulli_, _aten.random_,
-                                                   _aten.exponential_, _aten.log_normal_, _aten.cauchy_, _aten.geometric_)
+_RANDOM_INPLACE = {getattr(op, overload)
+                   for op in (_aten.uniform_, _aten.normal_, _aten.bernoulli_, _aten.random_, _aten.exponential_,
+                              _aten.log_normal_, _aten.cauchy_, _aten.geometric_)
                    for overload in op.overloads()}
 
 

@@ -54,7 +54,8 @@ def main(argv=None) -> None:
     local = a.global_batch // env.world_size
     mb = local // a.micro
     g = torch.Generator().manual_seed(1000)
-    tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)[env.rank * local:(env.rank + 1) * local]
+    tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
+    tokens = tokens[env.rank * local:(env.rank + 1) * local]
     counter = CollectiveCounter(mesh_dim_groups(mesh) if mesh is not None else None)
     loss_sum = 0.0
     with counter:
