@@ -44,10 +44,11 @@ def _wrap(module: nn.Module, selective: bool) -> nn.Module:
     return checkpoint_wrapper(module, preserve_rng_state=False)
 
 
-def apply_activation_checkpointing(model: nn.Module, mode: str, plan) -> nn.Module:
-    """Wrap the plan's blocks in place per `mode` (`plan`: the model's ParallelPlan); returns the model. State-dict
-    keys are unchanged (the wrapper's `_checkpoint_wrapped_module.` prefix is stripped by its hooks and by DCP's
-    get_state_dict)."""
+def apply_activation_checkpointing(model: nn.Module, mode: str, plan=None) -> nn.Module:
+    """Wrap the plan's blocks in place per `mode` (`plan`: the model's ParallelPlan, by default
+    `model.parallel_plan()`); returns the model. State-dict keys are unchanged (the wrapper's
+    `_checkpoint_wrapped_module.` prefix is stripped by its hooks and by DCP's get_state_dict)."""
+    plan = plan or model.parallel_plan()
     if mode not in MODES:
         raise UserError(f"config key 'parallel.ac': expected one of {'|'.join(MODES)}, got {mode!r}")
     if mode == "none":

@@ -34,8 +34,9 @@ def _units(model: nn.Module, plan) -> dict:
             "looped_experts": {id(get(p)) for p in plan.experts if looped and p.startswith(looped + ".")}}
 
 
-def apply_compile(model: nn.Module, plan) -> None:
-    """torch.compile each block in place (`Module.compile`: parameter names unchanged)."""
+def apply_compile(model: nn.Module, plan=None) -> None:
+    """torch.compile each block of the plan in place (`Module.compile`: parameter names unchanged)."""
+    plan = plan or model.parallel_plan()
     for path in [*plan.blocks, *([plan.looped] if plan.looped else [])]:
         model.get_submodule(path).compile()
 

@@ -25,6 +25,7 @@ def main(argv=None) -> None:
     p.add_argument("--global-batch", type=int, default=4)
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--no-weights", action="store_true")
+    p.add_argument("--save-grads", action="store_true", help="full gradients after the step's backward (rank 0)")
     a = p.parse_args(argv)
 
     import torch
@@ -66,8 +67,11 @@ def main(argv=None) -> None:
             ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), x[:, 1:].flatten())
             ((ce + out.aux_loss) / a.micro).backward()
             loss_sum += float(ce) / a.micro
+    grads = {n.replace("_checkpoint_wrapped_module.", ""): (w.grad.full_tensor() if hasattr(w.grad, "full_tensor")
+                                                             else w.grad).detach().clone()
+             for n, w in model.named_parameters() if w.grad is not None} if a.save_grads else {}
     opt.step()
-    res = {"state": state_bytes(model, opt), "comm": counter.table(), "loss": loss_sum,
+    res = {"grads": grads, "state": state_bytes(model, opt), "comm": counter.table(), "loss": loss_sum,
            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     if env.rank == 0:
         res["weights"] = weights

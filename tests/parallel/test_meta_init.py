@@ -88,3 +88,14 @@ def test_expert_collectives_do_not_grow_with_loops_or_micro_batches(scaling_runs
     assert more["reduce_scatter@dp_shard"] == base["reduce_scatter@dp_shard"]
     # control: the token all-to-alls do scale with loops x micro-batches (2 x 2 = 4 times as many)
     assert more["all_to_all@ep"]["calls"] == 4 * base["all_to_all@ep"]["calls"]
+
+
+@pytest.mark.slow
+def test_accumulated_gradients_at_dp2_ep2_equal_one_rank(scaling_runs):
+    """6 loops x 2 micro-batches per rank, experts reduced once at the end of the step: the same gradients as one
+    process on the whole batch."""
+    ref, got = scaling_runs[(1, 6, 1)][0], scaling_runs[(4, 6, 2)][0]
+    assert set(ref["grads"]) == set(got["grads"]) and len(ref["grads"]) > 20
+    for k, g in ref["grads"].items():
+        assert (g - got["grads"][k]).abs().max() <= 1e-6, k
+    assert abs(ref["loss"] - sum(r["loss"] for r in scaling_runs[(4, 6, 2)]) / 4) <= 1e-5
