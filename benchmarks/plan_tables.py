@@ -27,15 +27,16 @@ def gib(b: float) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| model | GPUs | mesh dp_shard x ep | micro x n | params | grads | AdamW | step peak (ac=loop / none) "
+    out = ["| model | GPUs | mesh dp_shard x ep | micro x n | params | grads | AdamW | step peak: configured ac / none "
            "| total / GPU | fits 80 GB | largest micro-batch | collectives per step (GiB sent by one rank) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b, peaks = r["per_rank_bytes"], r["step_peak_bytes"]
+        ac = next(iter(peaks))
         comm = ", ".join(f"{k} {v['calls']}x {gib(v['bytes'])}" for k, v in r["collectives"].items())
         out.append(f"| {r['name']} | {r['world']} | {r['mesh']['dp_shard']} x {r['mesh']['ep']} | "
                    f"{r['micro_batch']} x {r['n_micro']} | {gib(b['params'])} | {gib(b['grads'])} | {gib(b['optim'])} | "
-                   f"{gib(peaks.get('loop', 0))} / {gib(peaks.get('none', 0))} | {gib(b['total'])} | "
+                   f"{gib(peaks[ac])} (ac={ac}) / {gib(peaks['none'])} | {gib(b['total'])} | "
                    f"{'yes' if r['fits'] else 'no'} | {r['largest_micro_batch']} | {comm} |")
     return "\n".join(out)
 
