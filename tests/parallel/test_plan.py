@@ -77,3 +77,15 @@ def test_plan_cli_rejects_a_bad_world(tmp_path, capsys):
     assert err.startswith("error: ") and "global_batch" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(UserError):
         __import__("mythos.parallel.planner", fromlist=["step_shape"]).step_shape(build_config({}, {}), 3)
+
+
+def test_counter_counts_a_repeated_micro_batch_n_times():
+    """The dry run runs one middle micro-batch for n_micro - 2 identical ones and scales its collectives."""
+    from mythos.parallel.accounting import CollectiveCounter
+    c = CollectiveCounter()
+    c.by_kind[("all_gather", "dp")].update(calls=2, bytes=20)
+    before = c.snapshot()
+    c.by_kind[("all_gather", "dp")].update(calls=3, bytes=25)
+    c.by_kind[("all_to_all", "ep")].update(calls=3, bytes=30)
+    c.repeat_since(before, 4)
+    assert c.table() == {"all_gather@dp": {"calls": 6, "bytes": 40}, "all_to_all@ep": {"calls": 12, "bytes": 120}}
