@@ -31,7 +31,7 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def one(loops: int, ac: str, batch: int, seq_len: int, dim: int) -> dict:
+def one(loops: int, ac: str, batch: int, seq_len: int, dim: int, warmup: bool = False) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
     import torch.nn.functional as F
@@ -48,6 +48,11 @@ def one(loops: int, ac: str, batch: int, seq_len: int, dim: int) -> dict:
     cfg.loops.max = max(cfg.loops.max, loops)
     model = parallelize(Mythos(cfg), None, ParallelConfig(ac=ac))
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1))
+    if warmup:  # a 1x16-token step first: one-time runtime allocations then fall before `before`, not in the delta
+        out = model(tokens[:1, :16], n_loops=loops)
+        F.cross_entropy(out.logits_BTV.flatten(0, 1), tokens[:1, 1:17].flatten()).backward()
+        model.zero_grad(set_to_none=True)
+        del out
     before = _rss_mb()
     out = model(tokens[:, :-1], n_loops=loops)
     loss = F.cross_entropy(out.logits_BTV.flatten(0, 1), tokens[:, 1:].flatten())
@@ -67,10 +72,12 @@ def main() -> None:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--json", action="store_true")
     p.add_argument("--malloc-default", action="store_true", help="leave glibc's dynamic mmap threshold on")
+    p.add_argument("--warmup", action="store_true",
+                   help="run a tiny step before measuring, so delta_mb is the step's own memory (mythos-plan check)")
     p.add_argument("--one", nargs=2, metavar=("T", "AC"), help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.one:
-        print(json.dumps(one(int(a.one[0]), a.one[1], a.batch, a.seq_len, a.dim)))
+        print(json.dumps(one(int(a.one[0]), a.one[1], a.batch, a.seq_len, a.dim, a.warmup)))
         return
     rows = []
     for ac in a.acs:

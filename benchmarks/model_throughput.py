@@ -34,8 +34,8 @@ def naive_moe_forward(self: MoE, x_BTD: torch.Tensor):
         mask_NK = idx_NK == e
         tok = mask_NK.any(-1)
         if tok.any():
-            g, u = (x_ND[tok] @ self.w13_EDF[e]).chunk(2, -1)
-            y = (F.silu(g) * u) @ self.w2_EFD[e]
+            g, u = (x_ND[tok] @ self.experts.w13_EDF[e]).chunk(2, -1)
+            y = (F.silu(g) * u) @ self.experts.w2_EFD[e]
             out = out.index_put((tok,), out[tok] + y * (gates_NK * mask_NK).sum(-1)[tok, None].to(y.dtype))
     if self.shared is not None:
         out = out + self.shared(x_ND).to(out.dtype)

@@ -39,13 +39,21 @@ class Injection(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """dt so that softplus(dt) = dt_init; A_log so that a = a_init; B = I (parcae) / b = 1 (openmythos)."""
-        self.dt.fill_(_inv_softplus(self.dt_init))
-        self.A_log.fill_(math.log(-math.log(self.a_init) / self.dt_init))
-        if self.kind == "parcae":
-            self.B.copy_(torch.eye(self.B.shape[0]))
+        for name, p in self.named_parameters(recurse=False):
+            self.init_parameter(name, p)
+
+    @torch.no_grad()
+    def init_parameter(self, name: str, t: torch.Tensor) -> None:
+        """Write parameter `name`'s initial value into `t` (the parameter, or a full-size scratch when a sharded
+        model is materialised): dt so that softplus(dt) = dt_init; A_log so that a = a_init; B = I / b = 1."""
+        if name == "dt":
+            t.fill_(_inv_softplus(self.dt_init))
+        elif name == "A_log":
+            t.fill_(math.log(-math.log(self.a_init) / self.dt_init))
+        elif name == "B":
+            t.copy_(torch.eye(t.shape[0], dtype=t.dtype, device=t.device))
         else:
-            self.b.fill_(1.0)
+            t.fill_(1.0)
 
     def delta(self) -> torch.Tensor:
         return F.softplus(self.dt.float())

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -21,8 +23,9 @@ from mythos.model.act import ACTState
 from mythos.model.attention import KVCache
 from mythos.model.blocks import Block
 from mythos.model.config import ModelConfig
-from mythos.model.moe import MoE
+from mythos.model.moe import MoE, RoutedExperts
 from mythos.model.norm import RMSNorm
+from mythos.model.plan import ParallelPlan
 from mythos.model.recurrence import Recurrence
 from mythos.model.rope import rope_tables
 
@@ -57,38 +60,62 @@ class Mythos(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
-        self.init_weights()
+        if not self.embed.weight.is_meta:  # built on meta: whoever materialises it calls init_weights
+            self.init_weights()
 
     # ---- init -------------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, write: Callable[[nn.Parameter, torch.Tensor], None] | None = None) -> None:
         """Normal(0, init_std) for matrices; output projections (attention wo, FFN/expert w2) scaled by
-        1/sqrt(2·depth) with depth = block applications per token (prelude + coda + mean loops)."""
+        1/sqrt(2·depth) with depth = block applications per token (prelude + coda + mean loops).
+
+        One parameter at a time, in `named_parameters()` order, so the random draws come in the same sequence
+        whether the model is whole or sharded. With `write`, each value is made in a full-size scratch tensor and
+        handed to `write(param, value)` (parallel code keeps its rank's shard): no rank holds the whole model."""
         c = self.cfg
         depth = c.n_layers if c.mode == "dense" else c.n_prelude + c.n_coda + max(c.loops.mean, 1.0)
         out_std = c.init_std / math.sqrt(2 * depth)
+        special = self._constant_inits()
         for name, p in self.named_parameters():
+            t = p if write is None else torch.empty(p.shape, dtype=p.dtype, device=p.device)
             leaf = name.rsplit(".", 1)[-1]
             if name.endswith(("wo.weight", "w2.weight")) or leaf == "w2_EFD":
-                nn.init.normal_(p, std=out_std)
-            elif p.dim() >= 2 and not name.startswith("recurrence.injection") and leaf != "up" and leaf != "scale":
-                nn.init.normal_(p, std=c.init_std)
-        for m in self.modules():
-            if isinstance(m, nn.RMSNorm):
-                nn.init.ones_(m.weight)
-        if self.recurrence is not None:
-            self.recurrence.injection.reset_parameters()
-            if self.recurrence.lora is not None:
-                nn.init.zeros_(self.recurrence.lora.up)
-                nn.init.ones_(self.recurrence.lora.scale)
-            if self.recurrence.loop_gain is not None:
-                nn.init.constant_(self.recurrence.loop_gain, c.init_std)
-            moe = self.recurrence.moe
+                nn.init.normal_(t, std=out_std)
+            elif p.dim() >= 2 and not (id(p) in special and special[id(p)][1]) and leaf not in ("up", "scale"):
+                nn.init.normal_(t, std=c.init_std)
+            if id(p) in special:
+                special[id(p)][0](t)
+            if write is not None:
+                write(p, t)
+        for moe in self.moe_modules():
             moe.bias.zero_()
             moe.tokens_per_expert.zero_()
-        if self.halt is not None:
-            nn.init.zeros_(self.halt.weight)
-            nn.init.zeros_(self.halt.bias)  # p = 0.5 at init: halts after ~2 loops until it learns otherwise
+
+    def _constant_inits(self) -> dict[int, tuple[Callable[[torch.Tensor], None], bool]]:
+        """id(param) -> (fill, replaces_the_random_draw) for the parameters with a fixed initial value."""
+        out: dict = {}
+        for m in self.modules():
+            if isinstance(m, nn.RMSNorm):
+                out[id(m.weight)] = (nn.init.ones_, False)
+        rec = self.recurrence
+        if rec is not None:
+            for name, p in rec.injection.named_parameters(recurse=False):
+                out[id(p)] = (partial(rec.injection.init_parameter, name), True)
+            if rec.lora is not None:
+                out[id(rec.lora.up)] = (nn.init.zeros_, False)
+                out[id(rec.lora.scale)] = (nn.init.ones_, False)
+            if rec.loop_gain is not None:
+                out[id(rec.loop_gain)] = (partial(nn.init.constant_, val=self.cfg.init_std), False)
+        if self.halt is not None:  # p = 0.5 at init: halts after ~2 loops until it learns otherwise
+            out[id(self.halt.weight)] = (nn.init.zeros_, False)
+            out[id(self.halt.bias)] = (nn.init.zeros_, False)
+        return out
+
+    def parallel_plan(self) -> ParallelPlan:
+        """Which submodules parallel code may treat as blocks, the looped block and routed experts (dotted paths)."""
+        blocks = [f"prelude.{i}" for i in range(len(self.prelude))] + [f"coda.{i}" for i in range(len(self.coda))]
+        experts = [n for n, m in self.named_modules() if isinstance(m, RoutedExperts)]
+        return ParallelPlan(tuple(blocks), None if self.recurrence is None else "recurrence", tuple(experts))
 
     # ---- helpers ----------------------------------------------------------------------------------------------------
     def moe_modules(self) -> list[MoE]:

@@ -23,7 +23,7 @@ from mythos.model.grouped import expert_mm
 def swiglu_experts(x_sorted_MD: torch.Tensor, counts_E: torch.Tensor, w13_EDF: torch.Tensor,
                    w2_EFD: torch.Tensor) -> torch.Tensor:
     """SwiGLU routed experts on rows sorted by expert (counts_E rows each): one grouped matmul in, one out.
-    Shared by MoE.expert_compute and expert parallelism (on the local experts' weights)."""
+    Shared by RoutedExperts and expert parallelism (on the local experts' weights)."""
     offs_E = torch.cumsum(counts_E, 0).to(torch.int32)
     g, u = expert_mm(x_sorted_MD, w13_EDF, offs_E).chunk(2, dim=-1)
     return expert_mm((F.silu(g) * u).contiguous(), w2_EFD, offs_E)
@@ -42,16 +42,39 @@ class SwiGLU(nn.Module):
         return self.w2(F.silu(g) * u)
 
 
+class RoutedExperts(nn.Module):
+    """The stacked routed-expert weights in their own module, so parallel code can shard them on their own mesh
+    (torchtitan's GroupedExperts). forward(x_sorted_MD, counts_E) runs every expert on its contiguous rows; expert
+    parallelism replaces this forward (all-to-all to the owners, `compute` on the local experts, all-to-all back)."""
+
+    def __init__(self, n_experts: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.n_experts = n_experts
+        # gate|up fused [E, D, 2F] and down [E, F, D] (grouped-mm layout x @ w[e]).
+        self.w13_EDF = nn.Parameter(torch.empty(n_experts, dim, 2 * hidden))
+        self.w2_EFD = nn.Parameter(torch.empty(n_experts, hidden, dim))
+
+    def forward(self, x_sorted_MD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
+        return self.compute(x_sorted_MD, counts_E, self.w13_EDF, self.w2_EFD)
+
+    @staticmethod
+    def compute(x_sorted_MD: torch.Tensor, counts_E: torch.Tensor, w13_EDF: torch.Tensor,
+                w2_EFD: torch.Tensor) -> torch.Tensor:
+        """The experts on explicit weights (given in registration order), in the autocast dtype if one is active."""
+        dev = x_sorted_MD.device.type
+        dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x_sorted_MD.dtype
+        return swiglu_experts(x_sorted_MD.to(dtype), counts_E, w13_EDF.to(dtype), w2_EFD.to(dtype))
+
+
 class MoE(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         m = cfg.moe
         self.n_experts, self.top_k, self.hidden = m.n_routed, m.top_k, m.expert_dim
         self.score, self.norm_topk, self.route_scale, self.rate = m.score, m.norm_topk, m.route_scale, m.bias_update_rate
+        # experts first: their parameters keep the init order they had as MoE's own (same weights per seed)
+        self.experts = RoutedExperts(m.n_routed, cfg.dim, m.expert_dim)
         self.router = nn.Linear(cfg.dim, m.n_routed, bias=False)
-        # Stacked expert weights: gate|up fused [E, D, 2F] and down [E, F, D] (grouped-mm layout x @ w[e]).
-        self.w13_EDF = nn.Parameter(torch.empty(m.n_routed, cfg.dim, 2 * m.expert_dim))
-        self.w2_EFD = nn.Parameter(torch.empty(m.n_routed, m.expert_dim, cfg.dim))
         self.shared = SwiGLU(cfg.dim, m.n_shared * (m.shared_dim or m.expert_dim)) if m.n_shared else None
         self.register_buffer("bias", torch.zeros(m.n_routed))
         self.register_buffer("tokens_per_expert", torch.zeros(m.n_routed))
@@ -71,11 +94,8 @@ class MoE(nn.Module):
 
     # ---- experts ----------------------------------------------------------------------------------------------------
     def expert_compute(self, x_sorted_MD: torch.Tensor, counts_E: torch.Tensor) -> torch.Tensor:
-        """Routed experts on rows sorted by expert (counts_E rows each, in expert order). Expert parallelism replaces
-        this one method (all-to-all the rows to the experts' owners, compute, all-to-all back)."""
-        dtype = torch.get_autocast_dtype(x_sorted_MD.device.type) if torch.is_autocast_enabled(
-            x_sorted_MD.device.type) else x_sorted_MD.dtype
-        return swiglu_experts(x_sorted_MD.to(dtype), counts_E, self.w13_EDF.to(dtype), self.w2_EFD.to(dtype))
+        """Routed experts on rows sorted by expert (counts_E rows each, in expert order)."""
+        return self.experts(x_sorted_MD, counts_E)
 
     def forward(self, x_BTD: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(output [B,T,D], routed-token counts per expert [E] for this call)."""

@@ -43,7 +43,7 @@ def model_stats(cfg: ModelConfig, n_loops: int | None = None, seq_len: int = 204
         loop_mm = 0
     else:
         moe = m.recurrence.moe
-        routed = moe.w13_EDF.numel() + moe.w2_EFD.numel()
+        routed = moe.experts.w13_EDF.numel() + moe.experts.w2_EFD.numel()
         inactive = routed * (moe.n_experts - moe.top_k) // moe.n_experts
         active = total - inactive
         loop_mm = _matmul_params(m.recurrence) - inactive + (_matmul_params(m.halt) if m.halt is not None else 0)

@@ -1,10 +1,10 @@
 """Activation checkpointing policies (`parallel.ac`), applied from outside the model, non-reentrant.
 
     none       keep every activation
-    loop       (default) checkpoint each loop iteration: `model.recurrence` runs ONE iteration per call, so wrapping
-               it stores only the loop state h_t per iteration and activation memory does not grow with T
+    loop       (default) checkpoint each loop iteration: the plan's looped block runs ONE iteration per call, so
+               wrapping it stores only the loop state h_t per iteration and activation memory does not grow with T
                (dense mode, which has no loop: every block, as `block`)
-    block      every transformer block: prelude, coda (dense: all layers) and the loop iteration
+    block      every block of the model's parallel plan (prelude, coda; dense: all layers) and the loop iteration
     selective  like `block`, but keeps the outputs of the expensive ops (matmuls, attention, grouped expert matmuls)
                and recomputes only the cheap ones (norms, activations, elementwise): torchtitan's op-level SAC
 
@@ -44,27 +44,21 @@ def _wrap(module: nn.Module, selective: bool) -> nn.Module:
     return checkpoint_wrapper(module, preserve_rng_state=False)
 
 
-def _wrap_block_lists(model: nn.Module, selective: bool) -> None:
-    for name in ("prelude", "coda", "layers"):
-        blocks = getattr(model, name, None)
-        if blocks is not None:
-            for i, blk in enumerate(blocks):
-                blocks[i] = _wrap(blk, selective)
-
-
-def apply_activation_checkpointing(model: nn.Module, mode: str) -> nn.Module:
-    """Wrap the model's blocks in place per `mode`; returns the model. State-dict keys are unchanged (the wrapper's
+def apply_activation_checkpointing(model: nn.Module, mode: str, plan=None) -> nn.Module:
+    """Wrap the plan's blocks in place per `mode` (`plan`: the model's ParallelPlan, by default
+    `model.parallel_plan()`); returns the model. State-dict keys are unchanged (the wrapper's
     `_checkpoint_wrapped_module.` prefix is stripped by its hooks and by DCP's get_state_dict)."""
+    plan = plan or model.parallel_plan()
     if mode not in MODES:
         raise UserError(f"config key 'parallel.ac': expected one of {'|'.join(MODES)}, got {mode!r}")
     if mode == "none":
         return model
-    recurrence = getattr(model, "recurrence", None)
     selective = mode == "selective"
-    if mode == "loop" and recurrence is not None:
-        model.recurrence = _wrap(recurrence, selective=False)
-        return model
-    _wrap_block_lists(model, selective)
-    if recurrence is not None:
-        model.recurrence = _wrap(recurrence, selective)
+    if mode == "loop" and plan.looped is not None:
+        paths = [plan.looped]
+        selective = False
+    else:
+        paths = [*plan.blocks, *([plan.looped] if plan.looped else [])]
+    for path in paths:
+        model.set_submodule(path, _wrap(model.get_submodule(path), selective))
     return model

@@ -1,6 +1,7 @@
-"""parallelize(model, mesh, cfg): expert parallelism -> activation checkpointing -> compile -> FSDP2 per block, then
-the root (torchtitan's order), all applied from outside the model. Plus the gradient-norm clip that is correct when
-parameters live on different meshes (FSDP over all ranks, experts over ("dp_shard", "ep")).
+"""parallelize(model, mesh, cfg): expert parallelism -> activation checkpointing -> compile -> FSDP2 per unit, then
+the root (torchtitan's order), all applied from outside the model to the units its `parallel_plan()` names; a model
+built on meta (meta_init.meta_device) is materialised last, shard by shard. Plus the gradient-norm clip that is
+correct when parameters live on different meshes (FSDP over all ranks, experts over ("dp_shard", "ep")).
 """
 from __future__ import annotations
 
@@ -12,23 +13,43 @@ from typing import TYPE_CHECKING, Iterable
 import torch
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from mythos.parallel.activation_checkpoint import apply_activation_checkpointing
 from mythos.parallel.expert_parallel import apply_expert_parallel
-from mythos.parallel.fsdp import apply_fsdp, blocks
-from mythos.parallel.mesh import dp_mesh
+from mythos.parallel.fsdp import apply_fsdp
+from mythos.parallel.meta_init import is_meta, materialize
 
 if TYPE_CHECKING:
     from mythos.config import ParallelConfig
 
 
-def apply_compile(model: nn.Module) -> None:
-    """torch.compile each block in place (`Module.compile`: parameter names unchanged)."""
-    for blk in blocks(model):
-        blk.compile()
-    if getattr(model, "recurrence", None) is not None:
-        model.recurrence.compile()
+def _units(model: nn.Module, plan) -> dict:
+    """The plan's modules as they are now (after any wrapping: paths resolve through checkpoint wrappers)."""
+    get = model.get_submodule
+    looped = plan.looped
+    return {"blocks": [get(p) for p in plan.blocks], "looped": get(looped) if looped else None,
+            "experts": [get(p) for p in plan.experts],
+            "looped_experts": {id(get(p)) for p in plan.experts if looped and p.startswith(looped + ".")}}
+
+
+def apply_compile(model: nn.Module, plan=None) -> None:
+    """torch.compile each block of the plan in place (`Module.compile`: parameter names unchanged)."""
+    plan = plan or model.parallel_plan()
+    for path in [*plan.blocks, *([plan.looped] if plan.looped else [])]:
+        model.get_submodule(path).compile()
+
+
+def expert_grad_sync(model: nn.Module, enabled: bool) -> None:
+    """Gradient accumulation: call with False before every micro-batch but the last, True before the last. The
+    expert units then stay gathered and accumulate unsharded gradients until the last backward: one all-gather and
+    one reduce-scatter per optimizer step, whatever the micro-batch count (the other units keep FSDP2's
+    per-backward reduce-scatter). No-op for a model without FSDP."""
+    for ex in _units(model, model.parallel_plan())["experts"]:
+        if isinstance(ex, FSDPModule):
+            ex.set_requires_gradient_sync(enabled, recurse=False)
+            ex.set_reshard_after_backward(enabled, recurse=False)
 
 
 def _autocast_forward(forward, device_type: str):
@@ -43,15 +64,21 @@ def parallelize(model: nn.Module, mesh: DeviceMesh | None, cfg: "ParallelConfig"
                 device: torch.device | str = "cpu") -> nn.Module:
     """Apply the parallelisms of `cfg` to `model` (in place; returned for chaining). `mesh` comes from
     `build_mesh(env, cfg)`; None means a single process: AC and compile only, and bf16 as autocast."""
-    model.to(device)
-    expert_weights = apply_expert_parallel(model, mesh) if mesh is not None else []
-    apply_activation_checkpointing(model, cfg.ac)
-    if cfg.compile:
-        apply_compile(model)
+    plan = model.parallel_plan()
+    on_meta = is_meta(model)
+    if not on_meta and any(p.device != torch.device(device) for p in model.parameters()):
+        model.to(device)
     if mesh is not None:
-        apply_fsdp(model, dp_mesh(mesh), cfg.mixed_precision, ignored_params=expert_weights)
+        apply_expert_parallel(_units(model, plan)["experts"], mesh)
+    apply_activation_checkpointing(model, cfg.ac, plan)
+    if cfg.compile:
+        apply_compile(model, plan)
+    if mesh is not None:
+        apply_fsdp(model, mesh, _units(model, plan), cfg.mixed_precision)
     elif cfg.mixed_precision == "bf16":
         model.forward = _autocast_forward(model.forward, torch.device(device).type)
+    if on_meta:
+        materialize(model, device)
     return model
 
 

@@ -5,6 +5,7 @@ TensorBoard's purge_step), so the files read as one uninterrupted run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,23 +21,76 @@ import torch
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
-def peak_flops(device: torch.device, configured_tflops: float, dtype: torch.dtype = torch.float32) -> float:
-    """The MFU denominator: configured, a GPU's bf16 table value, or this CPU's measured matmul rate in the dtype
-    the run computes in."""
+class Peak(float):
+    """The MFU denominator in FLOP/s per rank, with `source`: where the number came from (printed at start-up)."""
+
+    def __new__(cls, value: float, source: str):
+        obj = super().__new__(cls, value)
+        obj.source = source
+        return obj
+
+
+def peak_flops(device: torch.device, configured_tflops: float, dtype: torch.dtype = torch.float32) -> Peak:
+    """The MFU denominator: configured, a GPU's bf16 table value, or this CPU's theoretical peak (an upper bound, so
+    MFU stays <= 100%; a matmul timed at start-up reads low on a busy machine and once gave MFU 114%). Rank 0 prints
+    the value and its source."""
     if configured_tflops > 0:
-        return configured_tflops * 1e12
-    if device.type == "cuda":
+        peak = Peak(configured_tflops * 1e12, "metrics.peak_tflops in the config")
+    elif device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, tflops in GPU_PEAK_TFLOPS.items():
-            if key in name:
-                return tflops * 1e12
-        return 100e12
-    return measured_cpu_matmul_flops(dtype=dtype)
+        key = next((k for k in GPU_PEAK_TFLOPS if k in name), None)
+        peak = (Peak(GPU_PEAK_TFLOPS[key] * 1e12, f"dense bf16 datasheet value of the {key} ({name})") if key else
+                Peak(100e12, f"unknown GPU {name!r}: a 100 TFLOP/s guess; set metrics.peak_tflops"))
+    else:
+        peak = cpu_peak_flops(dtype)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"MFU peak: {peak / 1e12:.3g} TFLOP/s per rank ({peak.source})", flush=True)
+    return peak
+
+
+def _cpuinfo() -> tuple[set[str], float]:
+    """(CPU flags, highest clock in GHz this machine reports: cpufreq max, `cpu MHz`, or the model name's @ GHz)."""
+    flags: set[str] = set()
+    ghz = 0.0
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        key = key.strip()
+        if key == "flags" and not flags:
+            flags = set(val.split())
+        elif key == "cpu MHz":
+            ghz = max(ghz, float(val) / 1e3)
+        elif key == "model name" and "GHz" in val:
+            with contextlib.suppress(ValueError):
+                ghz = max(ghz, float(val.rsplit("@", 1)[-1].replace("GHz", "").strip()))
+    with contextlib.suppress(OSError, ValueError):
+        ghz = max(ghz, int(Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq").read_text()) / 1e6)
+    return flags, ghz
+
+
+def cpu_peak_flops(dtype: torch.dtype = torch.float32, threads: int | None = None) -> Peak:
+    """threads x clock x FLOP/cycle/core (two FMA pipes at the widest vector width the CPU has; AMX/AVX512-BF16 for
+    bf16). Falls back to a timed matmul when the clock is unknown."""
+    flags, ghz = _cpuinfo()
+    threads = threads or torch.get_num_threads()
+    fp32 = 64 if "avx512f" in flags else 32 if ("avx2" in flags or "fma" in flags) else 16
+    per_cycle, unit = fp32, "AVX512" if fp32 == 64 else "AVX2/FMA" if fp32 == 32 else "SSE"
+    if dtype == torch.bfloat16 and "amx_bf16" in flags:
+        per_cycle, unit = 1024, "AMX-BF16"
+    elif dtype == torch.bfloat16 and "avx512_bf16" in flags:
+        per_cycle, unit = 128, "AVX512-BF16"
+    if ghz <= 0:
+        measured = measured_cpu_matmul_flops(dtype=dtype)
+        return Peak(measured, "timed 1024^3 matmul at start-up (clock unknown; reads low on a busy machine)")
+    return Peak(threads * ghz * 1e9 * per_cycle,
+                f"CPU theoretical: {threads} threads x {ghz:.2f} GHz x {per_cycle} FLOP/cycle ({unit}), /proc/cpuinfo")
 
 
 def measured_cpu_matmul_flops(n: int = 1024, trials: int = 7, dtype: torch.dtype = torch.float32) -> float:
-    """Matmul throughput of this CPU (best of several trials: a busy machine only slows a trial down),
-    the denominator of CPU MFU."""
+    """Matmul throughput of this CPU (best of several trials: a busy machine only slows a trial down)."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     a @ b
     best = float("inf")

@@ -21,7 +21,7 @@ from mythos.errors import UserError
 from mythos.evals.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, parallelize
-from mythos.parallel import clip_grad_norm
+from mythos.parallel import clip_grad_norm, meta_device
 from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
@@ -78,7 +78,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
 
     # ---- model, optimizer, data
     torch.manual_seed(t.seed)
-    model = Mythos(cfg.model)
+    with meta_device():  # no rank builds the whole model: parallelize materialises its shards
+        model = Mythos(cfg.model)
     stats = model_stats(cfg.model, n_loops=1, seq_len=t.seq_len)
     model = parallelize(model, build_mesh(env, cfg.parallel), cfg.parallel, device=env.device)
     optimizer = build_optimizer(model, t)

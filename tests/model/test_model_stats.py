@@ -29,7 +29,7 @@ def test_counts_match_a_real_model():
     s = model_stats(cfg, n_loops=3, seq_len=16)
     assert s["total_params"] == sum(p.numel() for p in model.parameters())
     moe = model.recurrence.moe
-    routed = moe.w13_EDF.numel() + moe.w2_EFD.numel()
+    routed = moe.experts.w13_EDF.numel() + moe.experts.w2_EFD.numel()
     inactive = routed * (cfg.moe.n_routed - cfg.moe.top_k) // cfg.moe.n_routed
     assert s["active_params"] == s["total_params"] - inactive
 

@@ -34,9 +34,9 @@ def naive_moe(moe: MoE, x_ND: torch.Tensor) -> torch.Tensor:
         for slot in range(moe.top_k):
             mask = idx[:, slot] == e
             if mask.any():
-                w13 = moe.w13_EDF[e]
+                w13 = moe.experts.w13_EDF[e]
                 h = x_ND[mask] @ w13
-                y = (F.silu(h[:, :hidden]) * h[:, hidden:]) @ moe.w2_EFD[e]
+                y = (F.silu(h[:, :hidden]) * h[:, hidden:]) @ moe.experts.w2_EFD[e]
                 out[mask] += gates[mask, slot, None] * y
     if moe.shared is not None:
         out = out + moe.shared(x_ND)
@@ -60,7 +60,7 @@ def test_grouped_mm_path_equals_slice_loop_fp32_and_grads():
     moe = _moe()
     moe.bias[2] = -1e3
     x = torch.randn(3, 20, 32)
-    assert grouped_mm_supported(x[0], moe.w13_EDF) and grouped_mm_supported(x[0, :, :24], moe.w2_EFD)
+    assert grouped_mm_supported(x[0], moe.experts.w13_EDF) and grouped_mm_supported(x[0, :, :24], moe.experts.w2_EFD)
     outs = {}
     for grouped in (True, False):
         moe.zero_grad()
@@ -68,7 +68,7 @@ def test_grouped_mm_path_equals_slice_loop_fp32_and_grads():
         with force_slice_loop(not grouped):
             y, _ = moe(xi)
             y.sum().backward()  # an expanded (stride-0) gradient: must not break _grouped_mm's backward
-        outs[grouped] = (y.detach(), xi.grad, moe.w13_EDF.grad.clone(), moe.w2_EFD.grad.clone())
+        outs[grouped] = (y.detach(), xi.grad, moe.experts.w13_EDF.grad.clone(), moe.experts.w2_EFD.grad.clone())
     for a, b in zip(outs[True], outs[False]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 

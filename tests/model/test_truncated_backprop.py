@@ -39,7 +39,7 @@ def test_truncated_forward_equals_full_and_no_graph_before_last_k(act):
     _, saved_two, _, _ = _run(k=2, n_loops=2, act=act)
     assert saved_trunc == saved_two < saved_full
     # Parameters of the looped block still get gradients (from the last k loops), and the prelude through e.
-    assert "recurrence.block.ffn.w13_EDF" in grads and "prelude.0.attn.wo.weight" in grads
+    assert "recurrence.block.ffn.experts.w13_EDF" in grads and "prelude.0.attn.wo.weight" in grads
 
 
 def test_param_gradients_come_only_from_last_k_loops():

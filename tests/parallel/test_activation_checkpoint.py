@@ -41,7 +41,8 @@ def test_gradients_equal_with_and_without(ac):
 
 def test_state_dict_keys_unchanged():
     plain = Mythos(tiny_model_config())
-    wrapped = apply_activation_checkpointing(Mythos(tiny_model_config()), "block")
+    model = Mythos(tiny_model_config())
+    wrapped = apply_activation_checkpointing(model, "block", model.parallel_plan())
     assert list(plain.state_dict()) == list(wrapped.state_dict())
 
 

@@ -1,0 +1,101 @@
+"""mythos-plan --config FILE [--section.key v ...] --nodes N --gpus-per-node G [--gpu-mem 80] [--json]
+
+What one rank of a run would hold and send, from a dry run of the real model, mesh and `parallelize` on torch's fake
+process group (mythos/parallel/planner.py): parameter, gradient and AdamW bytes, step memory at the configured
+micro-batch, sequence length and loop count (with the configured activation checkpointing and with none),
+collective bytes per optimizer step by kind and mesh dim, whether it fits a GPU of --gpu-mem GB, and the largest
+micro-batch that does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from mythos.config import load_config, parse_overrides
+from mythos.errors import UserError, cli_entry
+
+GB = 1e9
+
+
+def plan(cfg, world: int, gpu_mem_gb: float, rank: int = 0) -> dict:
+    from mythos.parallel.planner import dry_run
+    res = dry_run(cfg, world, rank)
+    st = res["state_bytes"]
+    params = sum(v for k, v in st.items() if k.startswith("params"))
+    grads = sum(v for k, v in st.items() if k.startswith("grads"))
+    optim = sum(v for k, v in st.items() if k.startswith("optim"))
+    peak = res["step_peak_bytes"][cfg.parallel.ac]
+    need = params + optim + max(peak, grads)
+    res["per_rank_bytes"] = {"params": params, "grads": grads, "optim": optim, "step_peak": peak, "total": need}
+    res["gpu_mem_gb"], res["fits"] = gpu_mem_gb, need <= gpu_mem_gb * GB
+    res["largest_micro_batch"] = _largest_micro_batch(cfg, world, rank, res, gpu_mem_gb * GB - params - optim)
+    return res
+
+
+def _largest_micro_batch(cfg, world: int, rank: int, res: dict, budget: float) -> int:
+    """Step memory is affine in the micro-batch: measured at the configured size and at one other, solved."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from mythos.parallel.env import DistEnv
+    from mythos.parallel.mesh import build_mesh
+    from mythos.parallel.planner import _step_peak, fake_process_group, step_shape
+    m0, p0 = res["micro_batch"], res["step_peak_bytes"][cfg.parallel.ac]
+    m1 = 1 if m0 > 1 else 2
+    shape = step_shape(cfg, world)
+    shape.micro_batch = m1
+    with fake_process_group(world, rank):
+        mesh = build_mesh(DistEnv(rank, world, 0, __import__("torch").device("cpu")), cfg.parallel)
+        p1 = _step_peak(cfg, mesh, shape, cfg.parallel.ac, FakeTensorMode(allow_non_fake_inputs=True))
+    slope = (p0 - p1) / (m0 - m1)
+    if slope <= 0:
+        return m0
+    return max(0, math.floor((budget - (p0 - slope * m0)) / slope))
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:8.2f} GiB"
+
+
+def format_plan(r: dict) -> str:
+    b = r["per_rank_bytes"]
+    lines = [f"world {r['world']} = dp_shard {r['mesh']['dp_shard']} x ep {r['mesh']['ep']} | rank {r['rank']} | "
+             f"micro-batch {r['micro_batch']} x {r['n_micro']} per step | seq {r['seq_len']} | loops {r['loops']}",
+             "per-rank memory:",
+             f"  parameters           {_gib(b['params'])}",
+             f"  gradients            {_gib(b['grads'])}",
+             f"  optimizer (AdamW)    {_gib(b['optim'])}"]
+    for ac, peak in r["step_peak_bytes"].items():
+        lines.append(f"  step peak (ac={ac:<5}) {_gib(peak)}   activations, temporaries, gradients, gathered params")
+    lines += [f"  total                {_gib(b['total'])}   "
+              f"{'fits' if r['fits'] else 'does NOT fit'} a {r['gpu_mem_gb']:g} GB GPU",
+              f"  largest micro-batch that fits: {r['largest_micro_batch']}",
+              "collectives per optimizer step (this rank's input bytes):"]
+    for key, v in r["collectives"].items():
+        lines.append(f"  {key:<26} {v['calls']:6d} calls {_gib(v['bytes'])}")
+    return "\n".join(lines)
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="mythos-plan", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="TOML config (see configs/)")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--gpu-mem", type=float, default=80.0, help="GPU memory in GB (1e9 bytes)")
+    p.add_argument("--rank", type=int, default=0, help="the rank to report (ranks differ only by uneven shards)")
+    p.add_argument("--json", action="store_true")
+    args, rest = p.parse_known_args(argv)
+    cfg = load_config(args.config, parse_overrides(rest))
+    world = args.nodes * args.gpus_per_node
+    if world < 1 or not 0 <= args.rank < world:
+        raise UserError(f"--nodes x --gpus-per-node must be >= 1 and --rank in [0, world): got {world}, {args.rank}")
+    res = plan(cfg, world, args.gpu_mem, args.rank)
+    print(json.dumps(res, indent=1) if args.json else format_plan(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

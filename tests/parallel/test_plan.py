@@ -1,0 +1,91 @@
+"""mythos-plan against reality: its dry run (fake process group, fake tensors) gives exactly the per-rank state bytes
+and the collective bytes per step of real gloo runs at 2 and 4 ranks (tests/parallel/conftest.py), and its step
+memory is within 15% of the ru_maxrss peak measured by benchmarks/memory_vs_loops.py in a fresh process."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mythos.config import build_config
+from mythos.errors import UserError
+from mythos.model import ModelConfig
+from tests.parallel.dist_run import tiny_model_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cfg(nproc: int):
+    cfg = build_config({}, {})
+    cfg.model = tiny_model_config(3, 0)
+    cfg.train.global_batch, cfg.train.seq_len, cfg.train.micro_batch = 4, 32, 4 // nproc
+    cfg.parallel.ep, cfg.parallel.dp_shard, cfg.parallel.ac = 2, nproc // 2, "loop"
+    return cfg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [2, 4])
+def test_plan_state_and_collectives_equal_the_real_run(scaling_runs, nproc):
+    from mythos.parallel.planner import dry_run
+    real = scaling_runs[(nproc, 3, 1)]
+    plan = dry_run(_cfg(nproc), nproc, rank=0, memory=False)
+    assert plan["state_bytes"] == real[0]["state"]
+    got, want = plan["collectives"], real[0]["comm"]
+    assert set(got) == set(want)
+    for key in want:
+        if key.startswith("all_to_all"):  # routing moves bytes between ranks; the mean over ranks is fixed
+            assert got[key]["calls"] == want[key]["calls"]
+            assert got[key]["bytes"] == sum(r["comm"][key]["bytes"] for r in real) / nproc, key
+        else:
+            assert got[key] == want[key], key
+
+
+@pytest.mark.slow
+def test_plan_step_memory_within_15_percent_of_measured_peak():
+    from mythos.parallel.planner import dry_run
+    cfg = build_config({}, {})
+    cfg.model = ModelConfig.named("tiny")
+    cfg.model.dim, cfg.model.loops.backprop_k, cfg.model.loops.mean = 256, 0, 3.0
+    cfg.model.loops.distribution = "fixed"
+    cfg.train.global_batch = cfg.train.micro_batch = 4
+    cfg.train.seq_len, cfg.parallel.ac = 128, "loop"
+    plan = dry_run(cfg, 1)
+    assert plan["loops"] == 3
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072", "PYTHONPATH": str(REPO)}
+    for ac in ("loop", "none"):
+        r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "memory_vs_loops.py"), "--one", "3", ac,
+                            "--batch", "4", "--seq-len", "128", "--warmup"],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        measured = json.loads(r.stdout.strip().splitlines()[-1])["delta_mb"] * 2**20
+        estimate = plan["step_peak_bytes"][ac]
+        assert abs(estimate - measured) <= 0.15 * measured, (ac, estimate / 2**20, measured / 2**20)
+
+
+def test_plan_cli_rejects_a_bad_world(tmp_path, capsys):
+    from mythos.parallel.plan_cli import main
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[train]\nglobal_batch = 8\n")
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(cfg), "--nodes", "1", "--gpus-per-node", "3"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "global_batch" in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(UserError):
+        __import__("mythos.parallel.planner", fromlist=["step_shape"]).step_shape(build_config({}, {}), 3)
+
+
+def test_counter_counts_a_repeated_micro_batch_n_times():
+    """The dry run runs one middle micro-batch for n_micro - 2 identical ones and scales its collectives."""
+    from mythos.parallel.accounting import CollectiveCounter
+    c = CollectiveCounter()
+    c.by_kind[("all_gather", "dp")].update(calls=2, bytes=20)
+    before = c.snapshot()
+    c.by_kind[("all_gather", "dp")].update(calls=3, bytes=25)
+    c.by_kind[("all_to_all", "ep")].update(calls=3, bytes=30)
+    c.repeat_since(before, 4)
+    assert c.table() == {"all_gather@dp": {"calls": 6, "bytes": 40}, "all_to_all@ep": {"calls": 12, "bytes": 120}}
