@@ -91,7 +91,8 @@ def cpu_peak_flops(dtype: torch.dtype = torch.float32, threads: int | None = Non
 
 def measured_cpu_matmul_flops(n: int = 1024, trials: int = 7, dtype: torch.dtype = torch.float32) -> float:
     """Matmul throughput of this CPU (best of several trials: a busy machine only slows a trial down)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    g = torch.Generator().manual_seed(0)  # its own generator: a resumed run's global RNG stream stays untouched
+    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(trials):
