@@ -85,17 +85,7 @@ class CheckpointManager:
         path = path or self.latest_dir()
         if path is None:
             raise UserError(f"{self.root}: no checkpoint found")
-        opts = StateDictOptions(strict=True)
-        if optimizer is None:  # inference: the model part of the checkpoint only
-            state = {"model": get_model_state_dict(model, options=opts)}
-            dcp.load(state, checkpoint_id=str(path))
-            set_model_state_dict(model, state["model"], options=opts)
-        else:
-            model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
-            state = {"model": model_sd, "optim": optim_sd}
-            dcp.load(state, checkpoint_id=str(path))
-            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                           options=opts)
+        self._read_payload(path, model, optimizer)
         trainer_state = json.loads((path / "trainer_state.json").read_text())
         rng_file = path / f"rng_rank{_rank():05d}.pt"
         if rng_file.is_file():
@@ -112,8 +102,7 @@ class CheckpointManager:
             if tmp.exists():
                 shutil.rmtree(tmp)
         _barrier()
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+        self._write_payload(tmp, model, optimizer, trainer_state)
         torch.save(rng_state(), tmp / f"rng_rank{_rank():05d}.pt")
         self.fault_hook("checkpoint_write", step)
         _barrier()
@@ -128,6 +117,24 @@ class CheckpointManager:
             self._prune(keep_name=name)
         _barrier()
         return final
+
+    # Model + optimizer payload: DCP here; another engine (DeepSpeed) overrides these two and keeps the rest.
+    def _write_payload(self, tmp: Path, model, optimizer, trainer_state: dict[str, Any]) -> None:
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(tmp))
+
+    def _read_payload(self, path: Path, model, optimizer) -> None:
+        opts = StateDictOptions(strict=True)
+        if optimizer is None:  # inference: the model part of the checkpoint only
+            state = {"model": get_model_state_dict(model, options=opts)}
+            dcp.load(state, checkpoint_id=str(path))
+            set_model_state_dict(model, state["model"], options=opts)
+        else:
+            model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
+            state = {"model": model_sd, "optim": optim_sd}
+            dcp.load(state, checkpoint_id=str(path))
+            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                           options=opts)
 
     def _prune(self, keep_name: str) -> None:
         for p in self.root.iterdir():
