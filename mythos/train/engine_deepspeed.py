@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from mythos.train.engine import Engine
 from mythos.train.optim import build_optimizer, build_scheduler
 
 CONFIG_NAME = "deepspeed_config.json"
+# DeepSpeed 0.19 calls torch.distributed's deprecated *_into_tensor / *_tensor names on every step.
+warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
 # Batch shape, optimizer and schedule come from [train]: a user JSON may not set them (one source of truth).
 OURS = {"train_batch_size": "train.global_batch", "train_micro_batch_size_per_gpu": "train.micro_batch",
         "gradient_accumulation_steps": "train.global_batch / (world size x train.micro_batch)",
@@ -119,6 +122,7 @@ def _ensure_process_group(env: DistEnv) -> None:
     """DeepSpeed needs a process group even for one process: a gloo group of one on an in-memory store."""
     if not dist.is_initialized():
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    os.environ.setdefault("LOCAL_RANK", str(env.local_rank))  # deepspeed.initialize asserts it is set
 
 
 class DeepSpeedCheckpoints(CheckpointManager):
@@ -159,8 +163,8 @@ class DeepSpeedEngine(Engine):
         try:
             self.model, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                     config=ds_config)
-        except (AssertionError, ValueError) as e:  # DeepSpeed's config checks
-            raise UserError(f"{run_dir / CONFIG_NAME}: DeepSpeed rejected the config: {e}") from None
+        except (AssertionError, ValueError) as e:  # DeepSpeed checks its config with asserts
+            raise UserError(f"{run_dir / CONFIG_NAME}: deepspeed.initialize refused it: {e}") from None
         self.ckpt = DeepSpeedCheckpoints(run_dir, cfg.checkpoint.keep, self.model)
 
     @property
@@ -188,4 +192,16 @@ def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     import_deepspeed(torch.device("cpu"))
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     sd = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name)
-    return {k.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", ""): v for k, v in sd.items()}
+    # Buffers (the MoE routing bias) live in the model-states file, under the module's state-dict keys.
+    states = sorted(checkpoint_dir.glob("*mp_rank_00_model_states.pt"))
+    if not states:
+        raise UserError(f"{checkpoint_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
+    module_sd = torch.load(states[0], map_location="cpu", weights_only=True)["module"]
+    sd = {_plain_name(k): v for k, v in sd.items()}
+    for k, v in module_sd.items():
+        sd.setdefault(k, v)  # buffers; parameters came full-size from the optimizer partitions above
+    return sd
+
+
+def _plain_name(name: str) -> str:
+    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
