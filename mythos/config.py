@@ -99,7 +99,6 @@ class Config:
             "train.dtype": (t.dtype, ("fp32", "bf16")),
             "train.device": (t.device, ("auto", "cpu", "cuda")),
             "parallel.backend": (self.parallel.backend, ("fsdp", "deepspeed")),
-            "parallel.zero_stage": (self.parallel.zero_stage, (1, 2, 3)),
             "parallel.offload_optimizer": (self.parallel.offload_optimizer, ("none", "cpu")),
             "parallel.offload_params": (self.parallel.offload_params, ("none", "cpu")),
             "parallel.ac": (self.parallel.ac, ("none", "loop", "block", "selective")),
@@ -121,6 +120,8 @@ class Config:
 
     def _validate_deepspeed(self) -> None:
         p = self.parallel
+        if p.zero_stage not in (1, 2, 3):
+            raise UserError(f"config key 'parallel.zero_stage': expected one of 1|2|3, got {p.zero_stage}")
         if p.backend != "deepspeed":
             return
         if p.ep > 1:
