@@ -64,7 +64,7 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str) -> dic
     engine = build_engine(Mythos(cfg.model), cfg, env, cfg.run.dir)
     sampler = LoopSampler(cfg.model.loops) if a.sampled_loops and model != "dense" else None
     local = a.global_batch // env.world_size
-    res = {"losses": [], "grad_norms": [], "comm": [], "grads": {}, "loops": []}
+    res = {"losses": [], "grad_norms": [], "comm": [], "grads": {}, "loops": [], "skipped": []}
     for step in range(a.steps):
         g = torch.Generator().manual_seed(1000 + (0 if a.fixed_data else step))
         tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
@@ -76,6 +76,7 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str) -> dic
         res["losses"].append(r.loss)
         res["grad_norms"].append(r.grad_norm)
         res["loops"].append(loops)
+        res["skipped"].append(r.skipped)
     res["biases"] = [m.bias.clone() for m in engine.moe_modules()]
     return res
 

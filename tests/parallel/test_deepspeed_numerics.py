@@ -54,3 +54,17 @@ def test_zero_matches_single_process_fsdp(runs, stage, model):
 @pytest.mark.slow
 def test_no_deepspeed_op_compiled(runs):
     assert runs[3] == [], f"DeepSpeed compiled ops during training: {runs[3]}"
+
+
+@pytest.mark.slow
+def test_nonfinite_step_is_skipped_like_fsdp(tmp_path, monkeypatch):
+    """A NaN loss at step 2 (fault injection): both engines skip the update (DeepSpeed sees the non-finite norm), keep
+    the schedule going, and the later losses still agree. One process, so DeepSpeed runs on a gloo group of one."""
+    out = tmp_path / "nan.pt"
+    monkeypatch.setenv("MYTHOS_FAULTS", "nan_loss@2")
+    launch(1, ["--out", str(out), "--steps", "4", "--case=fsdp:0:moe", "--case=deepspeed:2:moe"])
+    res = torch.load(out, weights_only=True)
+    fsdp, ds = res["fsdp:0:moe"], res["deepspeed:2:moe"]
+    assert fsdp["skipped"] == ds["skipped"] == [False, True, False, False]
+    for a, b in [(fsdp["losses"][i], ds["losses"][i]) for i in (0, 2, 3)]:
+        assert abs(a - b) <= 1e-5, (fsdp["losses"], ds["losses"])
