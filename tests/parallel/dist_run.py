@@ -29,7 +29,7 @@ def tiny_model_config(loops: int = 3, backprop_k: int = 2, vocab: int = 256):
     )
 
 
-def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: str):
+def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: str, offload: bool = False):
     """The engine's Config for one case: constant lr (wsd without decay), clipping at 1.0, one micro-batch."""
     from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model.config import LoopConfig
@@ -46,10 +46,13 @@ def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: 
                             seq_len=a.seq_len, device="cpu")
     cfg.parallel = ParallelConfig(backend=backend, zero_stage=zero_stage or 2, dp_shard=a.dp_shard, ep=a.ep,
                                   ac=a.ac, compile=a.compile, mixed_precision=a.mp)
+    if offload:  # ZeRO-Offload: optimizer state (and with ZeRO-3 the parameters) on the CPU
+        cfg.parallel.offload_optimizer = "cpu"
+        cfg.parallel.offload_params = "cpu" if zero_stage == 3 else "none"
     return cfg
 
 
-def run_case(a, env, backend: str, zero_stage: int, model: str, out: str) -> dict:
+def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offload: bool = False) -> dict:
     """Train one case for a.steps steps through the engine's train_step; losses, grad norms, step-0 gradients
     (FSDP: full tensors), collectives of each forward/backward, final MoE biases."""
     import torch
@@ -59,7 +62,7 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str) -> dic
     from mythos.train.engine import build_engine
     from mythos.train.trainer import loops_for_step
 
-    cfg = _case_config(a, backend, zero_stage, model, env.world_size, out)
+    cfg = _case_config(a, backend, zero_stage, model, env.world_size, out, offload)
     torch.manual_seed(0)
     engine = build_engine(Mythos(cfg.model), cfg, env, cfg.run.dir)
     sampler = LoopSampler(cfg.model.loops) if a.sampled_loops and model != "dense" else None
@@ -112,7 +115,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-defer", action="store_true", help="FSDP2's default per-call post-backward (comparison)")
     p.add_argument("--sampled-loops", action="store_true", help="Poisson loop counts drawn per step (trainer's)")
     p.add_argument("--case", action="append", default=[],
-                   help="BACKEND:ZERO_STAGE:MODEL (e.g. deepspeed:3:moe, fsdp:0:dense); several run in one process "
+                   help="BACKEND:ZERO_STAGE:MODEL[:offload] (e.g. deepspeed:3:moe, fsdp:0:dense); several run in one "
+                        "process "
                         "and --out holds {case: result}. Default: one fsdp moe case, --out holds its result")
     a = p.parse_args(argv)
 
@@ -128,8 +132,8 @@ def main(argv=None) -> None:
     env = DistEnv.from_environment("cpu")
     results = {}
     for case in a.case or ["fsdp:0:moe"]:
-        backend, stage, model = case.split(":")
-        results[case] = run_case(a, env, backend, int(stage), model, a.out)
+        backend, stage, model, *offload = case.split(":")
+        results[case] = run_case(a, env, backend, int(stage), model, a.out, offload == ["offload"])
     graphs = 0
     if a.compile:
         from torch._dynamo.utils import counters

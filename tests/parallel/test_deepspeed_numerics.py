@@ -1,7 +1,8 @@
 """DeepSpeed ZeRO 1, 2 and 3 (2 ranks, gloo, CPU) against the single-process FSDP engine on the same global batches:
 the looped MoE model with per-step sampled loop counts and the dense model, AdamW + clipping at 1.0 + the MoE bias
-update, 5 steps through the one `train_step`. All six cases run in one 2-rank launch (DeepSpeed's import is slow);
-no DeepSpeed op may be compiled on the way (TORCH_EXTENSIONS_DIR stays empty)."""
+update, 5 steps through the one `train_step`; also ZeRO-Offload (optimizer state, and ZeRO-3 parameters, on the CPU).
+All cases run in one 2-rank launch (DeepSpeed's import is slow); no DeepSpeed op may be compiled on the way
+(TORCH_EXTENSIONS_DIR stays empty)."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +12,7 @@ from tests.parallel.dist_run import launch
 STEPS = 5
 STAGES = (1, 2, 3)
 MODELS = ("moe", "dense")
+OFFLOAD = ("deepspeed:2:moe:offload", "deepspeed:3:moe:offload")  # optimizer (+ ZeRO-3 params) offloaded to CPU
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def runs(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_EXTENSIONS_DIR", str(ext))
         launch(2, ["--out", str(ds), "--steps", str(STEPS), "--sampled-loops",
-                   *[f"--case=deepspeed:{z}:{m}" for m in MODELS for z in STAGES]])
+                   *[f"--case=deepspeed:{z}:{m}" for m in MODELS for z in STAGES], *[f"--case={c}" for c in OFFLOAD]])
     biases = [torch.load(f"{ds}.bias{r}", weights_only=True) for r in range(2)]
     built = sorted(p.name for p in ext.iterdir()) if ext.exists() else []
     return torch.load(ref, weights_only=True), torch.load(ds, weights_only=True), biases, built
@@ -49,6 +51,14 @@ def test_zero_matches_single_process_fsdp(runs, stage, model):
     assert all(torch.allclose(x, y, atol=1e-7) for x, y in zip(ref["biases"], res["biases"]))
     if model == "moe":
         assert any(b.abs().sum() > 0 for b in res["biases"]), "the MoE bias was updated"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", OFFLOAD)
+def test_zero_offload_matches_single_process_fsdp(runs, case):
+    ref, res = runs[0]["fsdp:0:moe"], runs[1][case]
+    for a, b in zip(ref["losses"], res["losses"]):
+        assert abs(a - b) <= 1e-5, (ref["losses"], res["losses"])
 
 
 @pytest.mark.slow
