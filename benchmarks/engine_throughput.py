@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,17 +68,11 @@ def worker(a) -> None:
 
 
 def launch(a, backend: str, stage: int) -> list[dict]:
-    from tests.parallel.dist_run import free_port
-    port, procs = free_port(), []
-    for r in range(a.nproc):
-        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(a.nproc), "LOCAL_RANK": str(r),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        procs.append(subprocess.Popen(
-            [sys.executable, __file__, "--worker", "--backend", backend, "--stage", str(stage), "--model", a.model,
-             "--seq-len", str(a.seq_len), "--global-batch", str(a.global_batch), "--steps", str(a.steps),
-             "--ac", a.ac], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outs = [p.communicate()[0] for p in procs]
-    if any(p.returncode for p in procs):
+    from tests.parallel.dist_run import start, wait
+    rcs, outs = wait(start(a.nproc, [__file__, "--worker", "--backend", backend, "--stage", str(stage), "--model",
+                                     a.model, "--seq-len", str(a.seq_len), "--global-batch", str(a.global_batch),
+                                     "--steps", str(a.steps), "--ac", a.ac]), timeout=3600)
+    if any(rcs):
         raise SystemExit(f"{backend} {stage} failed:\n" + outs[0][-3000:])
     return sorted((json.loads(ln[7:]) for o in outs for ln in o.splitlines() if ln.startswith("RESULT ")),
                   key=lambda d: d["rank"])

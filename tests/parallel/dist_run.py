@@ -156,19 +156,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, args: list[str], timeout: float = 300, script: str = __file__) -> list[subprocess.Popen]:
-    """Start `nproc` ranks of `script` (env:// rendezvous on a free port) and wait; raises on failure."""
+def start(nproc: int, argv: list[str], env_extra: dict | None = None) -> list[subprocess.Popen]:
+    """Start `nproc` ranks of `python ARGV...` (env:// rendezvous on a free port, one process per rank as srun
+    starts them); nproc = 1 runs without the rank variables."""
     port = free_port()
     procs = []
     for r in range(nproc):
         env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(r),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
         if nproc == 1:
             for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
                 env.pop(k)
-        procs.append(subprocess.Popen([sys.executable, script, *args], env=env, cwd=REPO,
+        procs.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait(procs: list[subprocess.Popen], timeout: float = 300) -> tuple[list[int], list[str]]:
+    """(return codes, outputs) of started ranks; any rank still running after `timeout` is killed."""
     outs = []
     try:
         for pr in procs:
@@ -177,7 +183,14 @@ def launch(nproc: int, args: list[str], timeout: float = 300, script: str = __fi
         for pr in procs:
             if pr.poll() is None:
                 pr.kill()
-    bad = [(i, pr.returncode) for i, pr in enumerate(procs) if pr.returncode != 0]
+    return [pr.returncode for pr in procs], outs
+
+
+def launch(nproc: int, args: list[str], timeout: float = 300, script: str = __file__) -> list[subprocess.Popen]:
+    """Start `nproc` ranks of `script` and wait; raises on failure."""
+    procs = start(nproc, [script, *args])
+    rcs, outs = wait(procs, timeout)
+    bad = [(i, rc) for i, rc in enumerate(rcs) if rc != 0]
     if bad:
         raise RuntimeError(f"ranks failed {bad}:\n" + "\n".join(o[-4000:] for o in outs))
     return procs

@@ -4,50 +4,29 @@ a resume at another world size / ZeRO stage is a one-line error; mythos-eval's l
 """
 from __future__ import annotations
 
-import os
+import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO, read_metrics, run_cli, train_args
-from tests.parallel.dist_run import free_port
+from tests.conftest import read_metrics, run_cli, train_args
+from tests.parallel.dist_run import start, wait
 
 STEPS = 4
 
 
 def _args(run, data, stage, *extra):
     return train_args(run, data, STEPS, "--parallel.backend", "deepspeed", "--parallel.zero_stage", str(stage),
-                      "--checkpoint.interval", "2", "--parallel.ac", "loop", *extra)
+                      "--checkpoint.interval", "2", "--parallel.ac", "loop", "--train.grad_clip", "0.5", *extra)
 
 
-def _start(args, nproc=2, env_extra=None):
-    port = free_port()
-    procs = []
-    for r in range(nproc):
-        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(r), "OMP_NUM_THREADS": "1",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
-        procs.append(subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
-    return procs
-
-
-def _wait(procs, timeout=300):
-    outs = []
-    try:
-        for p in procs:
-            outs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return [p.returncode for p in procs], outs
+def _start(args, env_extra=None):
+    return start(2, ["-m", *args], env_extra)
 
 
 def _run_ok(args, **kw):
-    rcs, outs = _wait(_start(args, **kw))
+    rcs, outs = wait(_start(args, **kw))
     assert rcs == [0, 0], outs[0][-4000:]
     return outs[0]
 
@@ -63,16 +42,18 @@ def references(prepared_data, tmp_path_factory):
     runs = {z: tmp_path_factory.mktemp(f"ref{z}") / "run" for z in (2, 3)}
     procs = {z: _start(_args(run, prepared_data, z)) for z, run in runs.items()}
     for z, ps in procs.items():
-        rcs, outs = _wait(ps)
+        rcs, outs = wait(ps)
         assert rcs == [0, 0], outs[0][-4000:]
         (runs[z].parent / "console.txt").write_text(outs[0])
+        ds = json.loads((runs[z] / "deepspeed_config.json").read_text())  # generated from ours, beside config.toml
+        assert (ds["zero_optimization"]["stage"], ds["gradient_clipping"]) == (z, 0.5), ds
     return runs
 
 
 @pytest.mark.slow
 def test_zero2_killed_while_checkpointing_resumes_bitwise(references, prepared_data, tmp_path):
     run = tmp_path / "run"
-    rcs, outs = _wait(_start(_args(run, prepared_data, 2), env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
+    rcs, outs = wait(_start(_args(run, prepared_data, 2), env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
     assert rcs == [-signal.SIGKILL] * 2, outs[0][-3000:]
     ckpts = run / "checkpoints"
     assert (ckpts / "latest").read_text().strip() == "step_0000002"
@@ -90,10 +71,10 @@ def test_zero3_sigterm_saves_on_all_ranks_exits_75_and_resumes_bitwise(reference
     procs = _start(_args(run, prepared_data, 3))
     deadline = time.time() + 300
     while not ((run / "metrics.jsonl").exists() and read_metrics(run)) and time.time() < deadline:
-        assert all(p.poll() is None for p in procs), _wait(procs)[1][0][-3000:]
+        assert all(p.poll() is None for p in procs), wait(procs)[1][0][-3000:]
         time.sleep(0.05)
     procs[1].send_signal(signal.SIGTERM)  # one rank only: the ranks agree at the step boundary
-    rcs, outs = _wait(procs)
+    rcs, outs = wait(procs)
     assert rcs == [EXIT_REQUEUE] * 2, outs[0][-3000:]
     stopped = max(read_metrics(run))
     assert stopped < STEPS
