@@ -115,7 +115,8 @@ class Engine:
         return {"backend": self.backend}
 
     def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
-        state = {**trainer_state, "scheduler": self.scheduler.state_dict(), "engine": self.engine_state()}
+        state = {**trainer_state, "step": step, "scheduler": self.scheduler.state_dict(),
+                 "engine": self.engine_state()}
         return self.ckpt.save(step, self.model, self.optimizer, state)
 
     def load(self) -> dict[str, Any] | None:
