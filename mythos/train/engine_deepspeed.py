@@ -175,6 +175,20 @@ class DeepSpeedEngine(Engine):
         return {"backend": self.backend, "zero_stage": self.cfg.parallel.zero_stage,
                 "world_size": self.env.world_size}
 
+    def check_resume(self, path: Path) -> None:
+        saved = json.loads((path / "trainer_state.json").read_text()).get("engine", {"backend": "fsdp"})
+        now = self.engine_state()
+        if saved != now:
+            keys = [k for k in now if saved.get(k) != now.get(k)]
+            keys = ["backend"] if "backend" in keys else keys
+            diff = ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys)
+            need = (f"parallel.backend = \"deepspeed\", parallel.zero_stage = {saved.get('zero_stage')} on "
+                    f"{saved.get('world_size')} ranks" if saved.get("backend") == "deepspeed"
+                    else f"parallel.backend = \"{saved.get('backend')}\"")
+            raise UserError(f"{path}: cannot resume with {diff}: a DeepSpeed checkpoint resumes only with the backend, "
+                            f"ZeRO stage and world size that wrote it (DeepSpeed's universal checkpoint is not wired "
+                            f"in); resume with {need}")
+
     def _backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss, scale_wrt_gas=False)  # already divided by the micro-batch count
         if not self.model.is_gradient_accumulation_boundary():

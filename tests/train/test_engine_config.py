@@ -77,3 +77,25 @@ def test_missing_user_json(tmp_path):
     cfg = _cfg(**{"parallel.backend": "deepspeed", "parallel.deepspeed_config": tmp_path / "nope.json"})
     with pytest.raises(UserError, match="nope.json: cannot read the DeepSpeed config"):
         resolve_config(cfg, world_size=1, n_micro=1)
+
+
+def test_resume_across_backends_is_one_line_error(tmp_path):
+    """The check that runs before any checkpoint file is read (the 2-rank case: tests/train/test_deepspeed_resume.py)."""
+    import torch
+
+    from mythos.parallel import DistEnv
+    from mythos.train.engine import FSDPEngine
+    from mythos.train.engine_deepspeed import DeepSpeedEngine
+    ds = object.__new__(DeepSpeedEngine)
+    ds.cfg, ds.env = _cfg(**{"parallel.backend": "deepspeed", "parallel.zero_stage": 3}), DistEnv(0, 1, 0,
+                                                                                               torch.device("cpu"))
+    fsdp = object.__new__(FSDPEngine)
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"step": 4}))  # written by the FSDP engine
+    with pytest.raises(UserError, match='backend fsdp -> deepspeed.*resume with parallel.backend = "fsdp"$'):
+        ds.check_resume(tmp_path)
+    fsdp.check_resume(tmp_path)  # fine
+    (tmp_path / "trainer_state.json").write_text(json.dumps(
+        {"engine": {"backend": "deepspeed", "zero_stage": 3, "world_size": 1}}))
+    ds.check_resume(tmp_path)  # same stage and world: fine
+    with pytest.raises(UserError, match='written by the deepspeed engine; resume it with parallel.backend = "deepspeed"'):
+        fsdp.check_resume(tmp_path)
