@@ -42,8 +42,8 @@ def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: 
         cfg.model = cfg.model.replace(loops=LoopConfig(distribution="poisson", mean=float(a.loops), min=1, max=5,
                                                        backprop_k=a.backprop_k, inference=a.loops))
     cfg.train = TrainConfig(steps=a.steps, lr=a.lr, weight_decay=0.1, grad_clip=1.0, warmup_steps=0, schedule="wsd",
-                            decay_fraction=0.0, global_batch=a.global_batch, micro_batch=a.global_batch // world,
-                            seq_len=a.seq_len, device="cpu")
+                            decay_fraction=0.0, global_batch=a.global_batch,
+                            micro_batch=a.micro_batch or a.global_batch // world, seq_len=a.seq_len, device="cpu")
     cfg.parallel = ParallelConfig(backend=backend, zero_stage=zero_stage or 2, dp_shard=a.dp_shard, ep=a.ep,
                                   ac=a.ac, compile=a.compile, mixed_precision=a.mp)
     if offload:  # ZeRO-Offload: optimizer state (and with ZeRO-3 the parameters) on the CPU
@@ -108,6 +108,7 @@ def main(argv=None) -> None:
     p.add_argument("--loops", type=int, default=3)
     p.add_argument("--backprop-k", type=int, default=2)
     p.add_argument("--global-batch", type=int, default=4)
+    p.add_argument("--micro-batch", type=int, default=0, help="sequences per forward (default: the rank's whole batch)")
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--count-comm", action="store_true")

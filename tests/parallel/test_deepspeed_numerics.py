@@ -1,6 +1,7 @@
 """DeepSpeed ZeRO 1, 2 and 3 (2 ranks, gloo, CPU) against the single-process FSDP engine on the same global batches:
 the looped MoE model with per-step sampled loop counts and the dense model, AdamW + clipping at 1.0 + the MoE bias
-update, 5 steps through the one `train_step`; also ZeRO-Offload (optimizer state, and ZeRO-3 parameters, on the CPU).
+update, 5 steps through the one `train_step`, with gradient accumulation (global batch 4 in micro-batches of 1:
+4 per step in the reference, 2 per rank under DeepSpeed's gradient_accumulation_steps); also ZeRO-Offload (optimizer state, and ZeRO-3 parameters, on the CPU).
 All cases run in one 2-rank launch (DeepSpeed's import is slow); no DeepSpeed op may be compiled on the way
 (TORCH_EXTENSIONS_DIR stays empty)."""
 from __future__ import annotations
@@ -19,12 +20,12 @@ OFFLOAD = ("deepspeed:2:moe:offload", "deepspeed:3:moe:offload")  # optimizer (+
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ds")
     ref, ds = tmp / "ref.pt", tmp / "ds.pt"
-    launch(1, ["--out", str(ref), "--steps", str(STEPS), "--sampled-loops",
+    launch(1, ["--out", str(ref), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
                *[f"--case=fsdp:0:{m}" for m in MODELS]])
     ext = tmp / "torch_extensions"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_EXTENSIONS_DIR", str(ext))
-        launch(2, ["--out", str(ds), "--steps", str(STEPS), "--sampled-loops",
+        launch(2, ["--out", str(ds), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
                    *[f"--case=deepspeed:{z}:{m}" for m in MODELS for z in STAGES], *[f"--case={c}" for c in OFFLOAD]])
     biases = [torch.load(f"{ds}.bias{r}", weights_only=True) for r in range(2)]
     built = sorted(p.name for p in ext.iterdir()) if ext.exists() else []

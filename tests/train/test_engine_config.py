@@ -80,7 +80,7 @@ def test_missing_user_json(tmp_path):
 
 
 def test_resume_across_backends_is_one_line_error(tmp_path):
-    """The check that runs before any checkpoint file is read (the 2-rank case: tests/train/test_deepspeed_resume.py)."""
+    """The check that runs before any checkpoint file is read (2 ranks: tests/train/test_deepspeed_resume.py)."""
     import torch
 
     from mythos.parallel import DistEnv
@@ -97,5 +97,5 @@ def test_resume_across_backends_is_one_line_error(tmp_path):
     (tmp_path / "trainer_state.json").write_text(json.dumps(
         {"engine": {"backend": "deepspeed", "zero_stage": 3, "world_size": 1}}))
     ds.check_resume(tmp_path)  # same stage and world: fine
-    with pytest.raises(UserError, match='written by the deepspeed engine; resume it with parallel.backend = "deepspeed"'):
+    with pytest.raises(UserError, match='by the deepspeed engine; resume it with parallel.backend = "deepspeed"'):
         fsdp.check_resume(tmp_path)
