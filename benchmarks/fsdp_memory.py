@@ -31,32 +31,32 @@ def one(model_name: str, n: int) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
+    import tempfile
 
-    from mythos.config import ParallelConfig, TrainConfig
+    from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import ModelConfig, Mythos
-    from mythos.parallel import DistEnv, build_mesh, parallelize
-    from mythos.train.optim import build_optimizer
+    from mythos.parallel import DistEnv
+    from mythos.train.engine import build_engine
 
     torch.set_num_threads(1)
     env = DistEnv(rank=0, world_size=n, local_rank=0, device=torch.device("cpu"))
     if n > 1:
         from torch.testing._internal.distributed.fake_pg import FakeStore
         dist.init_process_group("fake", store=FakeStore(), rank=0, world_size=n)
-    cfg = ModelConfig.named(model_name)
-    pcfg = ParallelConfig(ac="loop")
+    cfg = Config(model=ModelConfig.named(model_name), parallel=ParallelConfig(ac="loop"),
+                 train=TrainConfig(global_batch=n, micro_batch=1, seq_len=64, device="cpu"))
     torch.manual_seed(0)
-    model = parallelize(Mythos(cfg), build_mesh(env, pcfg), pcfg)
-    opt = build_optimizer(model, TrainConfig())
-    tokens = torch.randint(0, cfg.vocab_size, (1, 65))
-    out = model(tokens[:, :-1], n_loops=2)
-    F.cross_entropy(out.logits_BTV.flatten(0, 1), tokens[:, 1:].flatten()).backward()
-    opt.step()
-    params = list(model.parameters())
-    p_bytes = sum(_local_bytes(p) for p in params)
-    g_bytes = sum(_local_bytes(p.grad) for p in params if p.grad is not None)
+    with tempfile.TemporaryDirectory() as run_dir:
+        engine = build_engine(Mythos(cfg.model), cfg, env, run_dir)
+    grads: list = []
+    engine.inspect_grads = lambda model: grads.extend(p.grad for p in model.parameters() if p.grad is not None)
+    tokens = torch.randint(0, cfg.model.vocab_size, (1, 65))
+    engine.train_step(tokens[:, :-1], tokens[:, 1:], 2, 0)  # the trainer's step (fake collectives: values moot)
+    opt = engine.optimizer
+    p_bytes = sum(_local_bytes(p) for p in engine.model.parameters())
+    g_bytes = sum(_local_bytes(g) for g in grads)
     o_bytes = sum(_local_bytes(v) for s in opt.state.values() for v in s.values() if torch.is_tensor(v))
-    total_params = sum(p.numel() for p in Mythos(cfg).parameters())
+    total_params = sum(p.numel() for p in Mythos(cfg.model).parameters())
     if n > 1:
         dist.destroy_process_group()
     return {"ranks": n, "model": model_name, "params": total_params, "param_bytes": p_bytes, "grad_bytes": g_bytes,

@@ -9,13 +9,17 @@ MFU = model_stats(cfg, n_loops, seq_len)["flops_per_token"] × tokens/s ÷ measu
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
+from mythos.config import Config, ParallelConfig, TrainConfig
 from mythos.model import ModelConfig, Mythos, model_stats
 from mythos.model.moe import MoE
+from mythos.parallel import DistEnv
+from mythos.train.engine import build_engine
 from mythos.train.metrics import measured_cpu_matmul_flops
 
 
@@ -45,26 +49,22 @@ def naive_moe_forward(self: MoE, x_BTD: torch.Tensor):
 
 def bench(name: str, dtype: str, moe_impl: str, batch: int, seq: int, steps: int) -> dict:
     torch.manual_seed(0)
-    cfg = ModelConfig.named(name)
-    model = Mythos(cfg)
-    n_loops = cfg.loops.train_count
+    cfg = Config()
+    cfg.model = ModelConfig.named(name)
+    cfg.train = TrainConfig(lr=1e-4, global_batch=batch, micro_batch=batch, seq_len=seq, dtype=dtype, device="cpu")
+    cfg.parallel = ParallelConfig(ac="none")
+    model = Mythos(cfg.model)
+    n_loops = cfg.model.loops.train_count
     if moe_impl == "naive":
         for m in model.moe_modules():
             m.forward = naive_moe_forward.__get__(m)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=None)
-    x = torch.randint(0, cfg.vocab_size, (batch, seq + 1))
+    with tempfile.TemporaryDirectory() as run_dir:  # the engine's checkpoint root (nothing is saved)
+        engine = build_engine(model, cfg, DistEnv(0, 1, 0, torch.device("cpu")), run_dir)
+    x = torch.randint(0, cfg.model.vocab_size, (batch, seq + 1))
     inp, tgt = x[:, :-1], x[:, 1:]
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16")
 
-    def step():
-        with autocast:
-            out = model(inp, n_loops=n_loops)
-            loss = F.cross_entropy(out.logits_BTV.flatten(0, 1), tgt.flatten()) + out.aux_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        for m in model.moe_modules():
-            m.update_bias(m.tokens_per_expert.clone())
+    def step(i: int = 0):  # the trainer's step: forward, backward, clip, AdamW, schedule, MoE bias update
+        engine.train_step(inp, tgt, n_loops, i)
 
     step()  # warm-up (allocator, kernels)
     times = []
@@ -74,7 +74,7 @@ def bench(name: str, dtype: str, moe_impl: str, batch: int, seq: int, steps: int
         times.append(time.perf_counter() - t)
     dt = sorted(times)[len(times) // 2]  # median step: robust to the other users of the 2 cores
     tok_s = batch * seq / dt
-    flops = model_stats(cfg, n_loops=n_loops, seq_len=seq)["flops_per_token"]
+    flops = model_stats(cfg.model, n_loops=n_loops, seq_len=seq)["flops_per_token"]
     return {"tok_s": tok_s, "flops_s": flops * tok_s, "step_s": dt}
 
 

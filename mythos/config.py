@@ -64,12 +64,16 @@ class CheckpointConfig:
 
 @dataclass
 class ParallelConfig:
-    backend: str = "fsdp"  # fsdp (a DeepSpeed ZeRO engine is planned, not built yet)
+    backend: str = "fsdp"  # fsdp | deepspeed (ZeRO; mythos/train/engine_deepspeed.py)
     dp_shard: int = -1  # -1: all ranks not used by ep
     ep: int = 1
     ac: str = "loop"  # none | loop | block | selective
     compile: bool = False
-    mixed_precision: str = "fp32"  # fp32 | bf16 (FSDP param dtype for compute)
+    mixed_precision: str = "fp32"  # fp32 | bf16 (FSDP param dtype for compute; DeepSpeed's bf16 mode)
+    zero_stage: int = 2  # deepspeed: 1 | 2 | 3
+    offload_optimizer: str = "none"  # deepspeed: none | cpu (ZeRO-Offload of optimizer state)
+    offload_params: str = "none"  # deepspeed: none | cpu (ZeRO-3 only)
+    deepspeed_config: str = ""  # deepspeed: a JSON file merged over the generated config
     collective_timeout_s: float = 600.0  # a step (with its save/validation) stalled this long: dump stacks, exit 75
 
 
@@ -96,7 +100,9 @@ class Config:
             "train.schedule": (t.schedule, ("cosine", "wsd")),
             "train.dtype": (t.dtype, ("fp32", "bf16")),
             "train.device": (t.device, ("auto", "cpu", "cuda")),
-            "parallel.backend": (self.parallel.backend, ("fsdp",)),
+            "parallel.backend": (self.parallel.backend, ("fsdp", "deepspeed")),
+            "parallel.offload_optimizer": (self.parallel.offload_optimizer, ("none", "cpu")),
+            "parallel.offload_params": (self.parallel.offload_params, ("none", "cpu")),
             "parallel.ac": (self.parallel.ac, ("none", "loop", "block", "selective")),
             "parallel.mixed_precision": (self.parallel.mixed_precision, ("fp32", "bf16")),
         }
@@ -115,6 +121,24 @@ class Config:
             raise UserError(f"config key 'train.lr': expected a positive value, got {t.lr}")
         if self.parallel.ep < 1:
             raise UserError(f"config key 'parallel.ep': expected >= 1, got {self.parallel.ep}")
+        self._validate_deepspeed()
+
+    def _validate_deepspeed(self) -> None:
+        p = self.parallel
+        if p.zero_stage not in (1, 2, 3):
+            raise UserError(f"config key 'parallel.zero_stage': expected one of 1|2|3, got {p.zero_stage}")
+        if p.backend != "deepspeed":
+            return
+        if p.ep > 1:
+            raise UserError(f"config key 'parallel.ep': {p.ep} with parallel.backend = \"deepspeed\" is not "
+                            "supported: ZeRO would average our expert-parallel weights over all ranks (DeepSpeed's "
+                            "expert groups serve only its own MoE layer, which refuses ZeRO-3); use backend fsdp")
+        if self.checkpoint.async_save:
+            raise UserError("config key 'checkpoint.async_save': not supported with parallel.backend = \"deepspeed\" "
+                            "(DeepSpeed writes its checkpoint synchronously); set it to false or use backend fsdp")
+        if p.offload_params != "none" and p.zero_stage != 3:
+            raise UserError(f"config key 'parallel.offload_params': parameter offload needs parallel.zero_stage = 3, "
+                            f"got {p.zero_stage}")
 
 
 def _type_name(tp: Any) -> str:

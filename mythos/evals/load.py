@@ -25,7 +25,17 @@ def load_run(run_dir: str | Path):
         raise UserError(f"{run}: not a run directory (no config.toml)")
     cfg = build_config(load_toml(run / "config.toml"))
     model = Mythos(cfg.model)
-    CheckpointManager(run, keep=1).load(model, optimizer=None)
+    ckpt = CheckpointManager(run, keep=1)
+    latest = ckpt.latest_dir()
+    if latest is not None and json.loads((latest / "trainer_state.json").read_text()).get(
+            "engine", {}).get("backend") == "deepspeed":
+        from mythos.train.engine_deepspeed import load_weights
+        missing, unexpected = model.load_state_dict(load_weights(latest), strict=False)
+        if missing or unexpected:
+            raise UserError(f"{latest}: DeepSpeed checkpoint does not match the run's model (missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]})")
+    else:
+        ckpt.load(model, optimizer=None)
     model.eval()
     tok = Path(parse_spec(cfg.data.path)[0][0]) / "tokenizer.model"
     return model, cfg, tok

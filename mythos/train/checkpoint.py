@@ -130,8 +130,10 @@ class _HashingWriter(FileSystemWriter):
 
 class CheckpointManager:
     def __init__(self, run_dir: str | Path, keep: int, fault_hook: Callable[[str, int], None] | None = None,
-                 async_save: bool = False, say: Callable[[str], None] | None = None):
+                 async_save: bool = False, say: Callable[[str], None] | None = None,
+                 check: Callable[[Path, dict[str, Any]], None] | None = None):
         self.root = Path(run_dir) / "checkpoints"
+        self.check = check  # the engine's "can I resume this?" (UserError: a config mismatch, not damage)
         self.keep = keep
         self.fault_hook = fault_hook or (lambda where, step: None)
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -189,6 +191,8 @@ class CheckpointManager:
             if problem is None:
                 try:
                     state = self._load_one(cand, model, optimizer)
+                except UserError as e:  # the engine cannot resume this checkpoint: a config mismatch, no fallback
+                    problem = ("incompatible", str(e))
                 except (CheckpointException, Exception) as e:  # noqa: BLE001 - anything read from disk may be bad
                     kind, msg = _reason(e)
                     problem = (kind, msg if kind == "unsafe" else f"{cand}: loading failed: {msg}")
@@ -197,7 +201,7 @@ class CheckpointManager:
                 self.loaded_from = cand
                 return state
             kind, msg = problem
-            if kind == "unsafe":
+            if kind in ("unsafe", "incompatible"):
                 raise UserError(msg)
             rest = tried[i + 1:]
             if _rank() == 0:
@@ -216,6 +220,20 @@ class CheckpointManager:
         return ("damaged", msg) if msg else None
 
     def _load_one(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+        trainer_state = json.loads((path / "trainer_state.json").read_text())
+        if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("step"), int):
+            raise ValueError(f"{path / 'trainer_state.json'}: expected a JSON object with an integer 'step'")
+        if self.check is not None and optimizer is not None:
+            self.check(path, trainer_state)
+        self._read_payload(path, model, optimizer)
+        rng_file = path / f"rng_rank{_rank():05d}.pt"
+        if rng_file.is_file():
+            trainer_state["rng"] = torch.load(rng_file, weights_only=True)
+        return trainer_state
+
+    # Model + optimizer payload: DCP here; another engine (DeepSpeed) overrides these two and keeps the rest
+    # (verification, fallback, tmp dir -> manifest -> rename -> atomic `latest` -> prune).
+    def _read_payload(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         opts = StateDictOptions(strict=True)
         reader, planner = SafeFileSystemReader(str(path)).check(), SafeLoadPlanner()
         if optimizer is None:  # inference: the model part of the checkpoint only
@@ -228,13 +246,11 @@ class CheckpointManager:
             dcp.load(state, storage_reader=reader, planner=planner)
             set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
                            options=opts)
-        trainer_state = json.loads((path / "trainer_state.json").read_text())
-        if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("step"), int):
-            raise ValueError(f"{path / 'trainer_state.json'}: expected a JSON object with an integer 'step'")
-        rng_file = path / f"rng_rank{_rank():05d}.pt"
-        if rng_file.is_file():
-            trainer_state["rng"] = torch.load(rng_file, weights_only=True)
-        return trainer_state
+
+    def _write_payload(self, tmp: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       trainer_state: dict[str, Any]) -> None:
+        model_sd, optim_sd = get_state_dict(model, optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=_HashingWriter(tmp, step, self.fault_hook))
 
     # ----------------------------------------------------------------------------------------------------- writing
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -257,15 +273,15 @@ class CheckpointManager:
         except (OSError, RuntimeError) as e:
             problem = _reason(e, self.root)
         self._raise_if(_agree(problem), step, tmp)
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        writer = _HashingWriter(tmp, step, self.fault_hook)
         if self.async_save:
-            fut = dcp.async_save({"model": model_sd, "optim": optim_sd}, storage_writer=writer,
+            model_sd, optim_sd = get_state_dict(model, optimizer)
+            fut = dcp.async_save({"model": model_sd, "optim": optim_sd},
+                                 storage_writer=_HashingWriter(tmp, step, self.fault_hook),
                                  process_group=self._async_group, async_stager=self._stager)
             self._pending = (step, fut, [])
             return self.root / name
         try:
-            dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=writer)
+            self._write_payload(tmp, step, model, optimizer, trainer_state)
         except (CheckpointException, OSError, RuntimeError) as e:
             problem = _reason(e, self.root)
         self._raise_if(_agree(problem), step, tmp)

@@ -4,15 +4,11 @@ Checkpointing, metrics and signal handling are small components (checkpoint.py, 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
 import time
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
 from mythos.config import Config, save_config
 from mythos.data import build_loader, check_vocab, read_metadata
@@ -20,12 +16,10 @@ from mythos.data.loader import parse_spec
 from mythos.errors import UserError
 from mythos.evals.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
-from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, parallelize
-from mythos.parallel import clip_grad_norm, meta_device
+from mythos.parallel import DistEnv, meta_device
 from mythos.train import faults
-from mythos.train.checkpoint import CheckpointManager, set_rng_state
+from mythos.train.engine import build_engine, micro_batches
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
-from mythos.train.optim import build_optimizer, build_scheduler
 from mythos.train.signals import EXIT_REQUEUE, StopFlag, stop_flag
 from mythos.train.watchdog import Watchdog, pg_timeout_s
 
@@ -68,10 +62,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     data_dir = Path(parse_spec(cfg.data.path)[0][0])
     meta = read_metadata(data_dir)
     cfg.model = resolve_model_config(cfg, meta, data_dir)
-    if t.global_batch % env.world_size or (t.global_batch // env.world_size) % t.micro_batch:
-        raise UserError(f"config key 'train.global_batch': {t.global_batch} must split into {env.world_size} ranks "
-                        f"x whole micro-batches of train.micro_batch={t.micro_batch}")
-    n_micro = t.global_batch // env.world_size // t.micro_batch
+    micro_batches(cfg, env.world_size)  # UserError before anything is written
     if env.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.toml")
@@ -81,26 +72,21 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     with meta_device():  # no rank builds the whole model: parallelize materialises its shards
         model = Mythos(cfg.model)
     stats = model_stats(cfg.model, n_loops=1, seq_len=t.seq_len)
-    model = parallelize(model, build_mesh(env, cfg.parallel), cfg.parallel, device=env.device)
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t)
+    engine = build_engine(model, cfg, env, run_dir)  # parallelize + optimizer + schedule (FSDP or DeepSpeed)
+    model = engine.model
     loader = build_loader(cfg.data.path, split="train", seq_len=t.seq_len, global_batch=t.global_batch,
                           rank=env.rank, world_size=env.world_size, seed=t.seed)
     sampler = LoopSampler(cfg.model.loops) if cfg.model.mode != "dense" else None
-    ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook,
-                             async_save=cfg.checkpoint.async_save)
+    ckpt = engine.ckpt
 
     # ---- resume (the newest checkpoint that verifies and loads on every rank)
     step, tokens_seen = 0, 0
-    state = ckpt.resume(model, optimizer)
+    state = engine.load()
     if state is not None:
         if state.get("vocab_size", cfg.model.vocab_size) != cfg.model.vocab_size:
             raise UserError(f"{ckpt.loaded_from}: checkpoint vocab {state['vocab_size']} differs from the data's "
                             f"{cfg.model.vocab_size}")
-        scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["data"])
-        if "rng" in state:
-            set_rng_state(state["rng"])
         step, tokens_seen = state["step"], state["tokens_seen"]
     metrics = MetricsLogger(run_dir, enabled=env.rank == 0, tensorboard=cfg.metrics.tensorboard, resume_step=step)
     if step:
@@ -109,18 +95,16 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
                     f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} | device {env.device}")
 
     def trainer_state() -> dict:
-        return {"scheduler": scheduler.state_dict(), "data": loader.state_dict(), "tokens_seen": tokens_seen,
+        return {"data": loader.state_dict(), "tokens_seen": tokens_seen,
                 "vocab_size": cfg.model.vocab_size, "model_config": dataclasses.asdict(cfg.model)}
 
     def save(at_step: int) -> None:
-        ckpt.save(at_step, model, optimizer, trainer_state())
+        engine.save(at_step, trainer_state())
         metrics.console(f"checkpoint step {at_step} -> {ckpt.root / f'step_{at_step:07d}'}")
 
     # ---- the loop
     bf16 = t.dtype == "bf16" or cfg.parallel.mixed_precision == "bf16"
     flops_peak = peak_flops(env.device, cfg.metrics.peak_tflops, torch.bfloat16 if bf16 else torch.float32)
-    autocast = (torch.autocast(env.device.type, dtype=torch.bfloat16) if t.dtype == "bf16"
-                else contextlib.nullcontext())
     tokens_per_step = t.global_batch * t.seq_len
     start_step, t_start, t_last_ckpt = step, time.perf_counter(), time.perf_counter()
     nonfinite_in_a_row = 0
@@ -134,27 +118,10 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         t0 = time.perf_counter()
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
-        ce_sum = torch.zeros((), device=env.device)
-        ponder_sum = torch.zeros((), device=env.device)
-        out = None
-        for m in range(n_micro):
-            sl = slice(m * t.micro_batch, (m + 1) * t.micro_batch)
-            x_BT, y_BT = inputs_BT[sl].to(env.device), targets_BT[sl].to(env.device)
-            with autocast:
-                out = model(x_BT, n_loops=loops)
-                ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), y_BT.flatten())
-                if faults.active("nan_loss", step + 1):
-                    ce = ce * float("nan")
-                loss = (ce + out.aux_loss) / n_micro
-            loss.backward()
-            ce_sum += ce.detach()
-            ponder_sum += out.ponder.detach()
-        ce_mean, ponder = all_reduce_mean(torch.stack([ce_sum, ponder_sum]) / n_micro)
-        grad_norm = clip_grad_norm(model, t.grad_clip)
+        result = engine.train_step(inputs_BT, targets_BT, loops, step)
+        ce_mean, ponder, grad_norm, lr, out = result.loss, result.ponder, result.grad_norm, result.lr, result.out
         step += 1
-        if not (math.isfinite(ce_mean) and math.isfinite(grad_norm)):
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
+        if result.skipped:
             nonfinite_in_a_row += 1
             metrics.warn(f"step {step}: non-finite loss {ce_mean} / grad norm {grad_norm}; step skipped "
                          f"({nonfinite_in_a_row}/{t.max_nonfinite_steps})")
@@ -163,12 +130,6 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
                                        f"stopped at step {step}; last checkpoint: {ckpt.latest_dir()}")
             continue
         nonfinite_in_a_row = 0
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        for moe in model.moe_modules():
-            moe.update_bias(all_reduce_sum(moe.tokens_per_expert.clone()))
         tokens_seen += tokens_per_step
 
         # ---- metrics

@@ -7,6 +7,7 @@ processes (gloo, env:// rendezvous) or as one process for the single-rank refere
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,6 +29,73 @@ def tiny_model_config(loops: int = 3, backprop_k: int = 2, vocab: int = 256):
     )
 
 
+def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: str, offload: bool = False):
+    """The engine's Config for one case: constant lr (wsd without decay), clipping at 1.0, one micro-batch."""
+    from mythos.config import Config, ParallelConfig, TrainConfig
+    from mythos.model.config import LoopConfig
+    cfg = Config()
+    cfg.run.dir = f"{out}.run"
+    cfg.model = tiny_model_config(a.loops, a.backprop_k)
+    if model == "dense":
+        cfg.model = cfg.model.replace(mode="dense", n_layers=2)
+    elif a.sampled_loops:  # Poisson loop counts, the trainer's per-step draw
+        cfg.model = cfg.model.replace(loops=LoopConfig(distribution="poisson", mean=float(a.loops), min=1, max=5,
+                                                       backprop_k=a.backprop_k, inference=a.loops))
+    cfg.train = TrainConfig(steps=a.steps, lr=a.lr, weight_decay=0.1, grad_clip=1.0, warmup_steps=0, schedule="wsd",
+                            decay_fraction=0.0, global_batch=a.global_batch,
+                            micro_batch=a.micro_batch or a.global_batch // world, seq_len=a.seq_len, device="cpu")
+    cfg.parallel = ParallelConfig(backend=backend, zero_stage=zero_stage or 2, dp_shard=a.dp_shard, ep=a.ep,
+                                  ac=a.ac, compile=a.compile, mixed_precision=a.mp)
+    if offload:  # ZeRO-Offload: optimizer state (and with ZeRO-3 the parameters) on the CPU
+        cfg.parallel.offload_optimizer = "cpu"
+        cfg.parallel.offload_params = "cpu" if zero_stage == 3 else "none"
+    return cfg
+
+
+def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offload: bool = False) -> dict:
+    """Train one case for a.steps steps through the engine's train_step; losses, grad norms, step-0 gradients
+    (FSDP: full tensors), collectives of each forward/backward, final MoE biases."""
+    import torch
+
+    from mythos.model import LoopSampler, Mythos
+    from mythos.parallel.fsdp import count_collectives
+    from mythos.train.engine import build_engine
+    from mythos.train.trainer import loops_for_step
+
+    cfg = _case_config(a, backend, zero_stage, model, env.world_size, out, offload)
+    torch.manual_seed(0)
+    engine = build_engine(Mythos(cfg.model), cfg, env, cfg.run.dir)
+    sampler = LoopSampler(cfg.model.loops) if a.sampled_loops and model != "dense" else None
+    local = a.global_batch // env.world_size
+    res = {"losses": [], "grad_norms": [], "comm": [], "grads": {}, "loops": [], "skipped": []}
+    for step in range(a.steps):
+        g = torch.Generator().manual_seed(1000 + (0 if a.fixed_data else step))
+        tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
+        tokens = tokens[env.rank * local:(env.rank + 1) * local]
+        loops = None if model == "dense" else loops_for_step(sampler, 0, step) if sampler else a.loops
+        with count_collectives() if a.count_comm else contextlib.nullcontext() as counts:
+            engine.inspect_grads = lambda m, s=step, c=counts: _inspect(res, m, s, c)
+            r = engine.train_step(tokens[:, :-1], tokens[:, 1:], loops, step)
+        res["losses"].append(r.loss)
+        res["grad_norms"].append(r.grad_norm)
+        res["loops"].append(loops)
+        res["skipped"].append(r.skipped)
+    res["biases"] = [m.bias.clone() for m in engine.moe_modules()]
+    return res
+
+
+def _inspect(res: dict, model, step: int, counts) -> None:
+    """After the backward of a step: the collectives so far (forward + backward only) and step-0 full gradients."""
+    if counts is not None:
+        res["comm"].append(dict(counts))
+    if step == 0:
+        for name, prm in model.named_parameters():
+            if prm.grad is not None:
+                gr = prm.grad
+                res["grads"][name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")] = (
+                    gr.full_tensor() if hasattr(gr, "full_tensor") else gr).detach().float().clone()
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
@@ -40,69 +108,43 @@ def main(argv=None) -> None:
     p.add_argument("--loops", type=int, default=3)
     p.add_argument("--backprop-k", type=int, default=2)
     p.add_argument("--global-batch", type=int, default=4)
+    p.add_argument("--micro-batch", type=int, default=0, help="sequences per forward (default: the rank's whole batch)")
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--count-comm", action="store_true")
     p.add_argument("--fixed-data", action="store_true", help="the same global batch every step (loss must fall)")
     p.add_argument("--no-defer", action="store_true", help="FSDP2's default per-call post-backward (comparison)")
+    p.add_argument("--sampled-loops", action="store_true", help="Poisson loop counts drawn per step (trainer's)")
+    p.add_argument("--case", action="append", default=[],
+                   help="BACKEND:ZERO_STAGE:MODEL[:offload] (e.g. deepspeed:3:moe, fsdp:0:dense); several run in one "
+                        "process "
+                        "and --out holds {case: result}. Default: one fsdp moe case, --out holds its result")
     a = p.parse_args(argv)
 
     import torch
-    import torch.nn.functional as F
 
-    from mythos.config import ParallelConfig, TrainConfig
-    from mythos.model import Mythos
-    from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, clip_grad_norm, parallelize
+    from mythos.parallel import DistEnv
     from mythos.parallel.env import exit_after_distributed
-    from mythos.parallel.fsdp import count_collectives
-    from mythos.train.optim import build_optimizer
 
     torch.set_num_threads(1)
     if a.no_defer:
         import mythos.parallel.fsdp as fsdp_mod
         fsdp_mod._defer_post_backward = lambda module: None
     env = DistEnv.from_environment("cpu")
-    pcfg = ParallelConfig(dp_shard=a.dp_shard, ep=a.ep, ac=a.ac, compile=a.compile, mixed_precision=a.mp)
-    torch.manual_seed(0)
-    model = Mythos(tiny_model_config(a.loops, a.backprop_k))
-    model = parallelize(model, build_mesh(env, pcfg), pcfg, device=env.device)
-    opt = build_optimizer(model, TrainConfig(lr=a.lr, weight_decay=0.1))
-    local = a.global_batch // env.world_size
-    losses, grad_norms, comm, grads = [], [], [], {}
-    for step in range(a.steps):
-        g = torch.Generator().manual_seed(1000 + (0 if a.fixed_data else step))
-        tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
-        tokens = tokens[env.rank * local:(env.rank + 1) * local]
-        ctx = count_collectives() if a.count_comm else None
-        counts = ctx.__enter__() if ctx else None
-        out = model(tokens[:, :-1], n_loops=a.loops)
-        ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), tokens[:, 1:].flatten())
-        (ce + out.aux_loss).backward()
-        if ctx:
-            ctx.__exit__(None, None, None)
-            comm.append(dict(counts))
-        if step == 0:
-            for name, prm in model.named_parameters():
-                if prm.grad is not None:
-                    gr = prm.grad
-                    grads[name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")] = (
-                        gr.full_tensor() if hasattr(gr, "full_tensor") else gr).detach().float().clone()
-        grad_norms.append(clip_grad_norm(model, 1.0))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        for moe in model.moe_modules():
-            moe.update_bias(all_reduce_sum(moe.tokens_per_expert.clone()))
-        losses.append(all_reduce_mean(ce.detach()))
-    biases = [m.bias.clone() for m in model.moe_modules()]
+    results = {}
+    for case in a.case or ["fsdp:0:moe"]:
+        backend, stage, model, *offload = case.split(":")
+        results[case] = run_case(a, env, backend, int(stage), model, a.out, offload == ["offload"])
     graphs = 0
     if a.compile:
         from torch._dynamo.utils import counters
         graphs = int(counters["stats"]["unique_graphs"])
+    first = next(iter(results.values()))
     if env.rank == 0:
-        torch.save({"compiled_graphs": graphs, "losses": losses, "grad_norms": grad_norms, "grads": grads, "comm": comm, "biases": biases},
-                   a.out)
+        torch.save(results if a.case else {**first, "compiled_graphs": graphs}, a.out)
     if env.world_size > 1:  # every rank reports its bias: they must agree
-        torch.save(biases, f"{a.out}.bias{env.rank}")
+        torch.save(first["biases"] if not a.case else {c: r["biases"] for c, r in results.items()},
+                   f"{a.out}.bias{env.rank}")
     env.shutdown()
     if env.world_size > 1:
         exit_after_distributed(0)
@@ -115,19 +157,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(nproc: int, args: list[str], timeout: float = 300, script: str = __file__) -> list[subprocess.Popen]:
-    """Start `nproc` ranks of `script` (env:// rendezvous on a free port) and wait; raises on failure."""
+def start(nproc: int, argv: list[str], env_extra: dict | None = None) -> list[subprocess.Popen]:
+    """Start `nproc` ranks of `python ARGV...` (env:// rendezvous on a free port, one process per rank as srun
+    starts them); nproc = 1 runs without the rank variables."""
     port = free_port()
     procs = []
     for r in range(nproc):
         env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(nproc), "LOCAL_RANK": str(r),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "PYTHONPATH": str(REPO)}
+               "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **(env_extra or {})}
         if nproc == 1:
             for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
                 env.pop(k)
-        procs.append(subprocess.Popen([sys.executable, script, *args], env=env, cwd=REPO,
+        procs.append(subprocess.Popen([sys.executable, *argv], env=env, cwd=REPO,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait(procs: list[subprocess.Popen], timeout: float = 300) -> tuple[list[int], list[str]]:
+    """(return codes, outputs) of started ranks; any rank still running after `timeout` is killed."""
     outs = []
     try:
         for pr in procs:
@@ -136,7 +184,14 @@ def launch(nproc: int, args: list[str], timeout: float = 300, script: str = __fi
         for pr in procs:
             if pr.poll() is None:
                 pr.kill()
-    bad = [(i, pr.returncode) for i, pr in enumerate(procs) if pr.returncode != 0]
+    return [pr.returncode for pr in procs], outs
+
+
+def launch(nproc: int, args: list[str], timeout: float = 300, script: str = __file__) -> list[subprocess.Popen]:
+    """Start `nproc` ranks of `script` and wait; raises on failure."""
+    procs = start(nproc, [script, *args])
+    rcs, outs = wait(procs, timeout)
+    bad = [(i, rc) for i, rc in enumerate(rcs) if rc != 0]
     if bad:
         raise RuntimeError(f"ranks failed {bad}:\n" + "\n".join(o[-4000:] for o in outs))
     return procs
