@@ -141,7 +141,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         mfu = flops_tok * tok_s / (flops_peak * env.world_size)
         record = {"step": step, "loss": ce_mean, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
                   "loops": loops if loops is not None else 0, "ponder": ponder,
-                  "mfu": mfu, "tokens": tokens_seen}
+                  "mfu": mfu, "tokens": tokens_seen, "world_size": env.world_size}
         metrics.log_step(record, per_loop_scalars(out) | {"sys/memory_mb": memory_mb(env.device)})
         if step % t.log_interval == 0 or step == t.steps or step == start_step + 1:
             elapsed = time.perf_counter() - t_start

@@ -9,9 +9,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+
 import submitit
 
-from tests.conftest import run_cli
+from tests.conftest import read_metrics, run_cli
 from tests.launch.conftest import job_env, job_train_args, losses
 
 pytestmark = pytest.mark.slow
@@ -55,6 +56,7 @@ def test_submit_job_runs_across_two_nodes(jobs, reference_losses):
     assert job["info"]["JobState"] == "COMPLETED", job_log(job)[-3000:]
     assert job["info"]["NodeList"] == "node[1-2]"
     assert "world 2" in job_log(job)
+    assert {r["world_size"] for r in read_metrics(job["run"]).values()} == {2}  # metrics.jsonl says so too
     assert losses(job["run"]) == reference_losses
     results = submitit.SlurmJob(job["run"] / "slurm", job["id"], tasks=[0, 1]).results()  # every task returned
     assert [r["exit"] for r in results] == [0, 0] and [r["rank"] for r in results] == [0, 1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, read_metrics
 from tests.launch.conftest import STEPS, job_env, job_train_args, losses
 
 pytestmark = pytest.mark.slow
@@ -44,6 +44,7 @@ def test_template_runs_across_two_nodes(slurm, prepared_data, reference_losses, 
     assert info["NodeList"] == "node[1-2]"
     assert "world 2" in out
     assert losses(run) == reference_losses
+    assert {r["world_size"] for r in read_metrics(run).values()} == {2}  # metrics.jsonl says so too
 
 
 def test_scontrol_requeue_resumes_bitwise(slurm, prepared_data, reference_losses, tmp_path):
