@@ -66,7 +66,8 @@ def run(experiment: str, out_dir: Path, scale: str, **kw) -> dict:
                                        on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
     else:
         from mythos.research.act_decode import run_act
-        results, files = run_act(out_dir, scale, log=log)
+        results, files = run_act(out_dir, scale, log=log, data=kw.get("data"),
+                                 on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
     results["experiment"] = experiment
     results["partial"] = False
     results["wall_seconds"] = time.perf_counter() - t0
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/research", help="results go to OUT/EXPERIMENT/ (default runs/research)")
     p.add_argument("--scale", default="cpu", choices=("tiny", "cpu", "gpu"))
     p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (khop/parity)")
-    p.add_argument("--data", default=None, help="lm: a prepared corpus directory (default data/stdlib)")
+    p.add_argument("--data", default=None, help="lm/stability/act: a prepared corpus directory (default data/stdlib)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps: expected a positive integer, got {args.steps}")
