@@ -7,7 +7,7 @@ earlier pilots. The N edge tokens are shuffled, then QUERY and Q query nodes; th
 the sink reached from it. The first query is the start node, k hops from its sink (the row's k, the accuracy that is
 reported); the others are extra supervision, nodes at most max(k) hops from their sinks. Length is N + 1 + Q for
 every k; every sequence holds each node once as a
-src, exactly S self-loops and N − S distinct dst values, so k cannot be read off length or token counts. Hopping
+src, exactly S self-loops and N − S distinct dst values (every chain has at least two nodes), so k cannot be read off length or token counts. Hopping
 past the sink is harmless (the sink points to itself), so more loops than k never hurt the right algorithm.
 Chance: 1/S (guess a sink).
 
@@ -34,15 +34,15 @@ class Batch:
 class KHop:
     name = "khop"
 
-    def __init__(self, n_nodes: int = 12, n_chains: int = 3, n_queries: int = 4) -> None:
-        if n_nodes < n_chains + 1 or n_chains < 2 or n_queries < 1:
-            raise ValueError(f"khop needs n_chains >= 2, n_nodes > n_chains, n_queries >= 1; got {n_nodes}, "
+    def __init__(self, n_nodes: int = 13, n_chains: int = 3, n_queries: int = 4) -> None:
+        if n_nodes < 2 * n_chains or n_chains < 2 or n_queries < 1:
+            raise ValueError(f"khop needs n_chains >= 2, n_nodes >= 2 n_chains, n_queries >= 1; got {n_nodes}, "
                              f"{n_chains}, {n_queries}")
         self.n, self.s, self.n_queries = n_nodes, n_chains, n_queries
         self.query = n_nodes + n_nodes * n_nodes
         self.vocab_size = self.query + 1
         self.seq_len = n_nodes + 1 + n_queries
-        self.max_k = n_nodes - n_chains  # the start chain holds k + 1 nodes; the others at least one each
+        self.max_k = n_nodes - 2 * n_chains + 1  # the start chain holds k + 1 nodes; the others at least two each
         self.chance = 1.0 / n_chains
 
     def edge_token(self, src: int, dst: int) -> int:
@@ -58,10 +58,13 @@ class KHop:
         for b in range(batch):
             k = int(ks[b])
             perm = torch.randperm(n, generator=gen).tolist()
-            # chain lengths: start chain k+1 nodes; the other n-k-1 nodes split into s-1 non-empty chains
-            rest = n - k - 1
-            cuts = sorted(torch.randperm(rest - 1, generator=gen)[: s - 2].add(1).tolist()) if s > 2 else []
-            sizes = [k + 1] + [b_ - a for a, b_ in zip([0] + cuts, cuts + [rest])]
+            # chain sizes: the start chain k+1 nodes; the other n-k-1 split into s-1 chains of >= 2 nodes (a lone
+            # sink would add a distinct target and leak k through the counts). Stars and bars over the extra nodes.
+            extra, slots = n - k - 1 - 2 * (s - 1), n - k - 1 - 2 * (s - 1) + s - 2
+            bars = sorted(torch.randperm(slots, generator=gen)[: s - 2].tolist())
+            parts = [b1 - b0 - 1 for b0, b1 in zip([-1] + bars, bars + [slots])]
+            sizes = [k + 1] + [2 + p for p in parts]
+            assert sum(sizes) == n and extra >= 0
             succ, dist, sink_of = [0] * n, [0] * n, [0] * n
             i = 0
             for size in sizes:
