@@ -4,6 +4,7 @@ stdlib corpus for looped and dense models at three widths, then measures:
   - validation loss against the inference loop count, for loops trained fixed vs sampled (the "V-shape" question)
   - the dense size each looped model is worth (log-linear interpolation of the dense loss-vs-params curve)
   - why loss is flat across loop counts: per-loop state norm, relative state change ||h_{t+1} - h_t|| / ||h_t||,
+    direction change 1 - cos(h_{t+1}, h_t) (the coda sees loop_norm(h), so only the direction matters),
     the block's share ||Block(u) - u|| / ||u||, the injection decay a, and the loss with the looped block replaced by
     the identity (if that barely hurts, the block learned little that depends on it).
 """
@@ -104,6 +105,8 @@ def loop_diagnostics(model, tokens_BT: torch.Tensor, n_loops: int) -> dict:
         h_new = out[0].float()
         rows[-1].update(state_norm=float(h_new.norm(dim=-1).mean()),
                         rel_change=float((h_new - h).norm(dim=-1).mean() / h_new.norm(dim=-1).mean().clamp_min(1e-9)),
+                        # loop_norm removes the scale: what the coda sees changes only with the direction
+                        direction_change=float(1 - torch.cosine_similarity(h_new, h, dim=-1).mean()),
                         embed_norm=float(e.norm(dim=-1).mean()))
 
     hooks = [rec.block.register_forward_hook(on_block), rec.register_forward_hook(on_loop)]
