@@ -53,7 +53,7 @@ def run(experiment: str, out_dir: Path, scale: str, **kw) -> dict:
     if experiment in ("khop", "parity"):
         from mythos.research import plots
         from mythos.research.depth import run_depth
-        results = run_depth(experiment, scale, log=log, steps=kw.get("steps"),
+        results = run_depth(experiment, scale, log=log, steps=kw.get("steps"), jobs=kw.get("jobs") or 1,
                             on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
         files = [plots.depth_curves(results, out_dir / "curves.png"), plots.depth_grid(results, out_dir / "grid.png")]
     elif experiment == "lm":
@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/research", help="results go to OUT/EXPERIMENT/ (default runs/research)")
     p.add_argument("--scale", default="cpu", choices=("tiny", "cpu", "gpu"))
     p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (khop/parity)")
+    p.add_argument("--jobs", type=int, default=1, help="khop/parity: arms trained at once in worker processes")
     p.add_argument("--data", default=None, help="lm/stability/act: a prepared corpus directory (default data/stdlib)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
@@ -94,5 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
         if not torch.cuda.is_available():
             raise UserError("--scale gpu: CUDA is not available on this machine")
-    run(args.experiment, Path(args.out) / args.experiment, args.scale, steps=args.steps, data=args.data)
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected a positive integer, got {args.jobs}")
+    run(args.experiment, Path(args.out) / args.experiment, args.scale, steps=args.steps, data=args.data,
+        jobs=args.jobs)
     return 0

@@ -19,6 +19,7 @@ from mythos.research.synthetic import accuracy_by_k, to_device, train_arm
 from mythos.research.tasks import TASKS
 
 EVAL_LOOPS = [1, 2, 4, 6, 8, 12, 16, 24]
+TRAIN_K = [1, 2, 3, 4]
 
 
 @dataclass
@@ -37,10 +38,10 @@ class DepthScale:
 # CPU defaults measured on the shared 2-core machine (docs/research.md); "gpu" for a lent accelerator.
 SCALES = {
     "khop": {"tiny": DepthScale(32, 20, 16, 3e-3, 3, 16, 6, (0,)),
-             "cpu": DepthScale(64, 600, 64, 3e-3, 6, 128, 8, (0,)),
+             "cpu": DepthScale(64, 300, 64, 3e-3, 6, 64, 8, (0,)),
              "gpu": DepthScale(256, 20000, 256, 1e-3, 6, 1024, 8, (0, 1), "cuda")},
     "parity": {"tiny": DepthScale(32, 20, 16, 3e-3, 3, 16, 6, (0,)),
-               "cpu": DepthScale(64, 300, 64, 3e-3, 6, 128, 16, (0, 1)),
+               "cpu": DepthScale(64, 200, 64, 3e-3, 6, 64, 12, (0, 1)),
                "gpu": DepthScale(256, 5000, 256, 1e-3, 6, 1024, 16, (0, 1), "cuda")},
 }
 
@@ -76,19 +77,35 @@ def arms(vocab: int, s: DepthScale) -> dict[str, ModelConfig]:
     }
 
 
-def run_depth(task_name: str, scale: str, log=print, steps: int | None = None, on_progress=None) -> dict:
-    """Train every arm (per seed) and evaluate the grid; returns the JSON-ready results."""
+def _eval_batches(task, s: DepthScale) -> dict:
+    gen = torch.Generator().manual_seed(10_000)
+    return {k: to_device(task.sample(s.eval_batch, [k], gen), s.device) for k in range(1, s.test_k_max + 1)}
+
+
+def train_and_grid(task_name: str, s: DepthScale, name: str, cfg: ModelConfig, seed: int, log=print) -> dict:
+    """One arm at one seed: train, then accuracy on every (loop count, k). Self-contained, so it can run in a worker
+    process and give exactly what it gives in the parent."""
+    torch.set_num_threads(1)
+    task = TASKS[task_name]()
+    eval_batches = _eval_batches(task, s)
+    model, res = train_arm(name, cfg, task, train_k=TRAIN_K, steps=s.steps, batch=s.batch, lr=s.lr, seed=seed,
+                           eval_every=max(1, s.steps // 10), eval_batches={k: eval_batches[k] for k in TRAIN_K},
+                           device=s.device, log=log)
+    loops = EVAL_LOOPS if cfg.mode == "rdt" else [None]
+    grid = {str(n or "dense"): {str(k): a for k, a in accuracy_by_k(model, eval_batches, n).items()} for n in loops}
+    return {"seed": seed, "curve": res.curve, "grid": grid, "seconds": res.seconds}
+
+
+def run_depth(task_name: str, scale: str, log=print, steps: int | None = None, on_progress=None,
+              jobs: int = 1) -> dict:
+    """Train every arm (per seed) and evaluate the grid; returns the JSON-ready results. `jobs` > 1 trains that
+    many (arm, seed) pairs at once in worker processes (same results: every pair is seeded on its own)."""
     s = SCALES[task_name][scale]
     if steps:
         s = dataclasses.replace(s, steps=steps)
     task = TASKS[task_name]()
-    train_k = [1, 2, 3, 4]
-    test_k = list(range(1, s.test_k_max + 1))
-    eval_gen = torch.Generator().manual_seed(10_000)
-    eval_batches = {k: to_device(task.sample(s.eval_batch, [k], eval_gen), s.device) for k in test_k}
-    train_eval = {k: eval_batches[k] for k in train_k}
-    results = {"task": task_name, "scale": dataclasses.asdict(s), "chance": task.chance, "train_k": train_k,
-               "test_k": test_k, "eval_loops": EVAL_LOOPS, "arms": {}}
+    results = {"task": task_name, "scale": dataclasses.asdict(s), "chance": task.chance, "train_k": TRAIN_K,
+               "test_k": list(range(1, s.test_k_max + 1)), "eval_loops": EVAL_LOOPS, "arms": {}}
     configs = arms(task.vocab_size, s)
     for name, cfg in configs.items():
         stats = model_stats(cfg, seq_len=task.seq_len)
@@ -96,16 +113,26 @@ def run_depth(task_name: str, scale: str, log=print, steps: int | None = None, o
                                  "n_layers": cfg.n_layers if cfg.mode == "dense" else None,
                                  "loops": dataclasses.asdict(cfg.loops) if cfg.mode == "rdt" else None,
                                  "seeds": []}
-    for seed in s.seeds:  # every arm at seed 0 first: a run cut short still compares the arms
-        for name, cfg in configs.items():
-            model, res = train_arm(name, cfg, task, train_k=train_k, steps=s.steps, batch=s.batch, lr=s.lr,
-                                   seed=seed, eval_every=max(1, s.steps // 10), eval_batches=train_eval,
-                                   device=s.device, log=log)
-            loops = EVAL_LOOPS if cfg.mode == "rdt" else [None]
-            grid = {str(n or "dense"): {str(k): a for k, a in accuracy_by_k(model, eval_batches, n).items()}
-                    for n in loops}
-            results["arms"][name]["seeds"].append({"seed": seed, "curve": res.curve, "grid": grid,
-                                                   "seconds": res.seconds})
-            if on_progress is not None:
-                on_progress(results)
+    # every arm at seed 0 first: a run cut short still compares the arms
+    pairs = [(name, cfg, seed) for seed in s.seeds for name, cfg in configs.items()]
+
+    def done(name: str, row: dict) -> None:
+        results["arms"][name]["seeds"].append(row)
+        results["arms"][name]["seeds"].sort(key=lambda r: r["seed"])
+        last = row["curve"][-1]
+        log(f"[{name}] seed {row['seed']} done in {row['seconds']:.0f}s: " +
+            " ".join(f"k{k}={last[f'acc_k{k}']:.2f}" for k in TRAIN_K))
+        if on_progress is not None:
+            on_progress(results)
+
+    if jobs <= 1:
+        for name, cfg, seed in pairs:
+            done(name, train_and_grid(task_name, s, name, cfg, seed, log))
+        return results
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_grid, task_name, s, name, cfg, seed): name for name, cfg, seed in pairs}
+        for fut in cf.as_completed(futures):
+            done(futures[fut], fut.result())
     return results

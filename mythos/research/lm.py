@@ -73,7 +73,8 @@ def train_run(run_dir: Path, data: str, model: ModelConfig, s: LMScale, seed: in
                                   "device": "cuda" if torch.cuda.is_available() and s is SCALES["gpu"] else "cpu",
                                   "log_interval": max(1, s.steps // 5)},
                         "checkpoint": {"interval": checkpoint_every, "keep": 1},
-                        "parallel": {"ac": "none"}, "metrics": {"tensorboard": False}})
+                        # a nominal peak: MFU is not reported here, and measuring it costs seconds per run
+                        "parallel": {"ac": "none"}, "metrics": {"tensorboard": False, "peak_tflops": 1.0}})
     cfg.model = model
     if not (run_dir / "metrics.jsonl").is_file():  # a finished (or diverged) run is not trained twice
         train(cfg)
