@@ -76,7 +76,9 @@ def run_act(out_dir: Path, scale: str, log=print, data: str | None = None, on_pr
     model, _, _ = load_run(run_dir)
     x_BT, _ = build_loader(data, split="val", seq_len=s.decode_tokens, global_batch=s.decode_rows, rank=0,
                            world_size=1, seed=0).next_batch()
-    results = {"scale": dataclasses.asdict(s), "n_loops": s.n_loops, "thresholds": {}}
+    from mythos.evals.unigram import unigram_entropy
+    results = {"scale": dataclasses.asdict(s), "n_loops": s.n_loops, "unigram_entropy": unigram_entropy(data),
+               "thresholds": {}}
     for thr in THRESHOLDS:
         model.cfg.act.threshold = thr
         row = {}
@@ -97,7 +99,8 @@ def run_act(out_dir: Path, scale: str, log=print, data: str | None = None, on_pr
         plots.lines({"skip (halted rows not computed)": (xs, [th[k]["skip"]["loss"] for k in th]),
                      "masked (all loops computed)": (xs, [th[k]["masked"]["loss"] for k in th])},
                     out_dir / "loss_vs_loops_used.png", xlabel="mean loops used per token",
-                    ylabel="decode loss (nats/token)", title=f"ACT thresholds {', '.join(th)} (n_loops {s.n_loops})"),
+                    ylabel="decode loss (nats/token)", title=f"ACT thresholds {', '.join(th)} (n_loops {s.n_loops})",
+                    hlines={"unigram entropy": results["unigram_entropy"]}),
         plots.lines({"skip": (xs, [th[k]["skip"]["tokens_per_s"] for k in th]),
                      "masked": (xs, [th[k]["masked"]["tokens_per_s"] for k in th])},
                     out_dir / "decode_speed.png", xlabel="mean loops used per token", ylabel="decode tokens/s",

@@ -201,7 +201,7 @@ def lm_plots(res: dict, out_dir: Path) -> list[Path]:
     dense_big = runs.get(f"dense-d{big}", {}).get("val_loss")
     files.append(plots.lines(series, out_dir / "loss_vs_loops.png", xlabel="inference loops",
                              ylabel="val loss (nats/token)", title="loss vs inference loop count",
-                             hlines={f"dense d{big}": dense_big} if dense_big else None, logx=True))
+                             hlines={**ref, **({f"dense d{big}": dense_big} if dense_big else {})}, logx=True))
     diag = {n: ([i + 1 for i in range(len(r["diagnostics"]["per_loop"]))],
                 [row["rel_change"] for row in r["diagnostics"]["per_loop"]]) for n, r in looped.items()}
     files.append(plots.lines(diag, out_dir / "state_change.png", xlabel="loop", logy=True,
