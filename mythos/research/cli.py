@@ -58,7 +58,7 @@ def run(experiment: str, out_dir: Path, scale: str, **kw) -> dict:
         files = [plots.depth_curves(results, out_dir / "curves.png"), plots.depth_grid(results, out_dir / "grid.png")]
     elif experiment == "lm":
         from mythos.research.lm import run_lm
-        results, files = run_lm(out_dir, scale, log=log, data=kw.get("data"),
+        results, files = run_lm(out_dir, scale, log=log, data=kw.get("data"), jobs=kw.get("jobs") or 1,
                                 on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
     elif experiment == "stability":
         from mythos.research.stability import run_stability
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/research", help="results go to OUT/EXPERIMENT/ (default runs/research)")
     p.add_argument("--scale", default="cpu", choices=("tiny", "cpu", "gpu"))
     p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (khop/parity)")
-    p.add_argument("--jobs", type=int, default=1, help="khop/parity: arms trained at once in worker processes")
+    p.add_argument("--jobs", type=int, default=1, help="khop/parity/lm: arms or runs trained at once in worker processes")
     p.add_argument("--data", default=None, help="lm/stability/act: a prepared corpus directory (default data/stdlib)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:

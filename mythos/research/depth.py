@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from mythos.model import AttentionConfig, LoopConfig, ModelConfig, MoEConfig, model_stats
+from mythos.research.jobs import run_pieces
 from mythos.research.synthetic import accuracy_by_k, to_device, train_arm
 from mythos.research.tasks import TASKS
 
@@ -85,7 +86,6 @@ def _eval_batches(task, s: DepthScale) -> dict:
 def train_and_grid(task_name: str, s: DepthScale, name: str, cfg: ModelConfig, seed: int, log=print) -> dict:
     """One arm at one seed: train, then accuracy on every (loop count, k). Self-contained, so it can run in a worker
     process and give exactly what it gives in the parent."""
-    torch.set_num_threads(1)
     task = TASKS[task_name]()
     eval_batches = _eval_batches(task, s)
     model, res = train_arm(name, cfg, task, train_k=TRAIN_K, steps=s.steps, batch=s.batch, lr=s.lr, seed=seed,
@@ -125,14 +125,5 @@ def run_depth(task_name: str, scale: str, log=print, steps: int | None = None, o
         if on_progress is not None:
             on_progress(results)
 
-    if jobs <= 1:
-        for name, cfg, seed in pairs:
-            done(name, train_and_grid(task_name, s, name, cfg, seed, log))
-        return results
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(train_and_grid, task_name, s, name, cfg, seed): name for name, cfg, seed in pairs}
-        for fut in cf.as_completed(futures):
-            done(futures[fut], fut.result())
+    run_pieces(train_and_grid, [(name, (task_name, s, name, cfg, seed)) for name, cfg, seed in pairs], jobs, done)
     return results

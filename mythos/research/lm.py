@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from mythos.evals.validate import validation_loss
 from mythos.model import AttentionConfig, LoopConfig, ModelConfig, MoEConfig, model_stats
 from mythos.parallel.env import DistEnv
 from mythos.research import plots
+from mythos.research.jobs import run_pieces
 from mythos.train.trainer import train
 
 EVAL_LOOPS = [1, 2, 3, 4, 6, 8, 12, 16]
@@ -43,7 +45,7 @@ class LMScale:
 
 SCALES = {
     "tiny": LMScale((32, 48, 64), 4, 2, 32, 1, 2),
-    "cpu": LMScale((32, 64, 96), 150, 8, 64, 8, 4),
+    "cpu": LMScale((32, 64, 96), 150, 8, 64, 4, 4),
     "gpu": LMScale((256, 512, 1024), 3000, 32, 512, 16, 8, 1e-3),
 }
 
@@ -76,9 +78,17 @@ def train_run(run_dir: Path, data: str, model: ModelConfig, s: LMScale, seed: in
                         # a nominal peak: MFU is not reported here, and measuring it costs seconds per run
                         "parallel": {"ac": "none"}, "metrics": {"tensorboard": False, "peak_tflops": 1.0}})
     cfg.model = model
-    if not (run_dir / "metrics.jsonl").is_file():  # a finished (or diverged) run is not trained twice
+    if not finished(run_dir, s.steps):  # resumes a run that was stopped; a finished or diverged one is kept
         train(cfg)
     return cfg
+
+
+def finished(run_dir: Path, steps: int) -> bool:
+    if (run_dir / "diverged.txt").is_file():
+        return True
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return bool(lines) and json.loads(lines[-1])["step"] >= steps
 
 
 @contextlib.contextmanager
@@ -133,7 +143,31 @@ def dense_equivalent(params: float, loss: float, dense: list[tuple[float, float]
     return None
 
 
-def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_progress=None):
+def measure_run(run_dir: Path, data: str, mcfg: ModelConfig, s: LMScale) -> dict:
+    """Train one run (unless finished), then its validation losses and, if looped, the loop diagnostics."""
+    train_run(run_dir, data, mcfg, s)
+    model, _, _ = load_run(run_dir)
+    env = DistEnv.from_environment("cpu")
+    stats = model_stats(mcfg, seq_len=s.seq_len)
+    val = lambda n: validation_loss(model, data, seq_len=s.seq_len, global_batch=s.batch, batches=s.val_batches,
+                                    env=env, n_loops=n, micro_batch=s.batch)
+    row = {"params": stats["total_params"], "active_params": stats["active_params"],
+           "train_flops": stats["flops_per_token"] * s.steps * s.batch * s.seq_len}
+    if mcfg.mode == "dense":
+        row["val_loss"] = val(None)
+        return row
+    row["loss_by_loops"] = {str(n): val(n) for n in EVAL_LOOPS}
+    row["val_loss"] = row["loss_by_loops"][str(round(mcfg.loops.mean))]
+    with identity_block(model):
+        row["val_loss_identity_block"] = val(round(mcfg.loops.mean))
+    from mythos.data import build_loader
+    x_BT, _ = build_loader(data, split="val", seq_len=s.seq_len, global_batch=s.batch, rank=0, world_size=1,
+                           seed=0).next_batch()
+    row["diagnostics"] = loop_diagnostics(model, x_BT, max(EVAL_LOOPS))
+    return row
+
+
+def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_progress=None, jobs: int = 1):
     from mythos.data import read_metadata
     from mythos.errors import UserError
     s = SCALES[scale]
@@ -141,7 +175,6 @@ def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_pro
     if not (Path(data) / "metadata.json").is_file():
         raise UserError(f"{data}: no prepared corpus (run `mythos-prep stdlib --out {data} --vocab-size 4096`)")
     vocab = int(read_metadata(Path(data))["vocab_size"])
-    env = DistEnv.from_environment("cpu")
     runs = out_dir / "runs"
     specs = {}
     for d in s.dims:
@@ -151,30 +184,15 @@ def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_pro
     specs[f"looped-fixed-d{mid}"] = looped_cfg(mid, vocab, fixed=True)
     specs[f"looped-fullbptt-d{mid}"] = looped_cfg(mid, vocab, backprop_k=0)
     results = {"scale": dataclasses.asdict(s), "data": data, "unigram_entropy": unigram_entropy(data), "runs": {}}
-    for name, mcfg in specs.items():
-        log(f"[lm] training {name}")
-        cfg = train_run(runs / name, data, mcfg, s)
-        model, cfg, _ = load_run(runs / name)
-        stats = model_stats(mcfg, seq_len=s.seq_len)
-        val = lambda n: validation_loss(model, data, seq_len=s.seq_len, global_batch=s.batch, batches=s.val_batches,
-                                        env=env, n_loops=n, micro_batch=s.batch)
-        row = {"params": stats["total_params"], "active_params": stats["active_params"],
-               "train_flops": stats["flops_per_token"] * s.steps * s.batch * s.seq_len}
-        if mcfg.mode == "dense":
-            row["val_loss"] = val(None)
-        else:
-            row["loss_by_loops"] = {str(n): val(n) for n in EVAL_LOOPS}
-            row["val_loss"] = row["loss_by_loops"][str(round(mcfg.loops.mean))]
-            with identity_block(model):
-                row["val_loss_identity_block"] = val(round(mcfg.loops.mean))
-            from mythos.data import build_loader
-            x_BT, _ = build_loader(data, split="val", seq_len=s.seq_len, global_batch=s.batch, rank=0,
-                                   world_size=1, seed=0).next_batch()
-            row["diagnostics"] = loop_diagnostics(model, x_BT, max(EVAL_LOOPS))
+
+    def done(name: str, row: dict) -> None:
         results["runs"][name] = row
         if on_progress is not None:
             on_progress(results)
         log(f"[lm] {name}: val loss {row['val_loss']:.4f} ({row['params'] / 1e6:.2f}M params)")
+
+    run_pieces(measure_run, [(name, (runs / name, data, mcfg, s)) for name, mcfg in specs.items()], jobs, done)
+    results["runs"] = {name: results["runs"][name] for name in specs}  # a stable order whatever finished first
     dense_pts = [(r["params"], r["val_loss"]) for n, r in results["runs"].items() if n.startswith("dense")]
     for name, r in results["runs"].items():
         if not name.startswith("dense"):

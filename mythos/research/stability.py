@@ -68,6 +68,9 @@ def run_stability(out_dir: Path, scale: str, log=print, data: str | None = None,
                 train_run(run_dir, data, mcfg, dataclasses.replace(lm, steps=lm.steps), checkpoint_every=lm.steps // 4)
             except TrainingDiverged as e:
                 stopped = str(e)
+                (run_dir / "diverged.txt").write_text(stopped + "\n")
+            if (run_dir / "diverged.txt").is_file():
+                stopped = (run_dir / "diverged.txt").read_text().strip()
             losses = _losses(run_dir)
             row = {"lr": lm.lr, "losses": losses, "stopped": stopped,
                    "diverged": bool(stopped) or not losses or not all(math.isfinite(v) for v in losses)
