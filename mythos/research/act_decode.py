@@ -37,9 +37,9 @@ class ACTScale:
 
 
 SCALES = {
-    "tiny": ACTScale(32, LMScale((32,), 4, 2, 32, 1, 2), 2, 6, 4, 1e-2),
+    "tiny": ACTScale(32, LMScale((32,), 2, 2, 32, 1, 2), 2, 5, 4, 1e-2),
     "cpu": ACTScale(64, LMScale((64,), 150, 8, 64, 2, 4), 8, 48, 8, 1e-2),
-    "gpu": ACTScale(512, LMScale((512,), 2000, 32, 512, 8, 8, 1e-3), 32, 256, 16, 1e-2),
+    "gpu": ACTScale(512, LMScale((512,), 2000, 32, 512, 8, 8, 1e-3, "cuda"), 32, 256, 16, 1e-2),
 }
 
 
@@ -49,12 +49,14 @@ def teacher_forced_decode(model, tokens_BT: torch.Tensor, n_loops: int, skip: bo
     model.eval()
     cache = KVCache(skip_halted=skip)
     b, t = tokens_BT.shape
-    nll, steps = torch.zeros(()), torch.zeros(())
+    nll, steps = torch.zeros((), device=tokens_BT.device), torch.zeros((), device=tokens_BT.device)
+    sync = torch.cuda.synchronize if tokens_BT.is_cuda else (lambda: None)
     t0 = time.perf_counter()
     for i in range(t - 1):
         out = model(tokens_BT[:, i:i + 1], n_loops=n_loops, cache=cache)
         nll += F.cross_entropy(out.logits_BTV[:, -1].float(), tokens_BT[:, i + 1], reduction="sum")
         steps += out.halt_stats["mean_steps"] * b
+    sync()
     dt = time.perf_counter() - t0
     n = b * (t - 1)
     return {"loss": float(nll / n), "loops_per_token": float(steps / n), "tokens_per_s": n / dt}
@@ -74,8 +76,10 @@ def run_act(out_dir: Path, scale: str, log=print, data: str | None = None, on_pr
     log(f"[act] training {run_dir.name} (ACT on, ponder weight {s.ponder_weight})")
     train_run(run_dir, data, mcfg, s.lm)
     model, _, _ = load_run(run_dir)
+    model.to(s.lm.device)
     x_BT, _ = build_loader(data, split="val", seq_len=s.decode_tokens, global_batch=s.decode_rows, rank=0,
                            world_size=1, seed=0).next_batch()
+    x_BT = x_BT.to(s.lm.device)
     from mythos.evals.unigram import unigram_entropy
     results = {"scale": dataclasses.asdict(s), "n_loops": s.n_loops, "unigram_entropy": unigram_entropy(data),
                "thresholds": {}}

@@ -38,10 +38,10 @@ class DepthScale:
 
 # CPU defaults measured on the shared 2-core machine (docs/research.md); "gpu" for a lent accelerator.
 SCALES = {
-    "khop": {"tiny": DepthScale(32, 20, 16, 3e-3, 3, 16, 6, (0,)),
+    "khop": {"tiny": DepthScale(32, 6, 16, 3e-3, 3, 8, 5, (0,)),
              "cpu": DepthScale(64, 300, 64, 3e-3, 6, 64, 8, (0,)),
              "gpu": DepthScale(256, 20000, 256, 1e-3, 6, 1024, 8, (0, 1), "cuda")},
-    "parity": {"tiny": DepthScale(32, 20, 16, 3e-3, 3, 16, 6, (0,)),
+    "parity": {"tiny": DepthScale(32, 6, 16, 3e-3, 3, 8, 5, (0,)),
                "cpu": DepthScale(64, 200, 64, 3e-3, 6, 64, 12, (0, 1)),
                "gpu": DepthScale(256, 5000, 256, 1e-3, 6, 1024, 16, (0, 1), "cuda")},
 }

@@ -41,12 +41,13 @@ class LMScale:
     val_batches: int
     dense_layers: int
     lr: float = 3e-3
+    device: str = "cpu"
 
 
 SCALES = {
-    "tiny": LMScale((32, 48, 64), 4, 2, 32, 1, 2),
+    "tiny": LMScale((32, 48, 64), 2, 2, 32, 1, 2),
     "cpu": LMScale((32, 64, 96), 150, 8, 64, 4, 4),
-    "gpu": LMScale((256, 512, 1024), 3000, 32, 512, 16, 8, 1e-3),
+    "gpu": LMScale((256, 512, 1024), 3000, 32, 512, 16, 8, 1e-3, "cuda"),
 }
 
 
@@ -72,7 +73,7 @@ def train_run(run_dir: Path, data: str, model: ModelConfig, s: LMScale, seed: in
     cfg = build_config({"run": {"dir": str(run_dir)}, "data": {"path": data, "val_batches": s.val_batches},
                         "train": {"steps": s.steps, "seed": seed, "global_batch": s.batch, "micro_batch": s.batch,
                                   "seq_len": s.seq_len, "lr": s.lr, "warmup_steps": max(1, s.steps // 15),
-                                  "device": "cuda" if torch.cuda.is_available() and s is SCALES["gpu"] else "cpu",
+                                  "device": s.device,
                                   "log_interval": max(1, s.steps // 5)},
                         "checkpoint": {"interval": checkpoint_every, "keep": 1},
                         # a nominal peak: MFU is not reported here, and measuring it costs seconds per run
@@ -147,7 +148,8 @@ def measure_run(run_dir: Path, data: str, mcfg: ModelConfig, s: LMScale) -> dict
     """Train one run (unless finished), then its validation losses and, if looped, the loop diagnostics."""
     train_run(run_dir, data, mcfg, s)
     model, _, _ = load_run(run_dir)
-    env = DistEnv.from_environment("cpu")
+    env = DistEnv.from_environment(s.device)
+    model.to(env.device)
     stats = model_stats(mcfg, seq_len=s.seq_len)
     val = lambda n: validation_loss(model, data, seq_len=s.seq_len, global_batch=s.batch, batches=s.val_batches,
                                     env=env, n_loops=n, micro_batch=s.batch)
@@ -163,7 +165,7 @@ def measure_run(run_dir: Path, data: str, mcfg: ModelConfig, s: LMScale) -> dict
     from mythos.data import build_loader
     x_BT, _ = build_loader(data, split="val", seq_len=s.seq_len, global_batch=s.batch, rank=0, world_size=1,
                            seed=0).next_batch()
-    row["diagnostics"] = loop_diagnostics(model, x_BT, max(EVAL_LOOPS))
+    row["diagnostics"] = loop_diagnostics(model, x_BT.to(env.device), max(EVAL_LOOPS))
     return row
 
 

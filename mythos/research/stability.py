@@ -31,9 +31,9 @@ class StabilityScale:
 
 
 SCALES = {
-    "tiny": StabilityScale(32, LMScale((32,), 4, 2, 32, 1, 2)),
+    "tiny": StabilityScale(32, LMScale((32,), 2, 2, 32, 1, 2)),
     "cpu": StabilityScale(64, LMScale((64,), 120, 8, 64, 2, 4)),
-    "gpu": StabilityScale(512, LMScale((512,), 2000, 32, 512, 8, 8, 1e-3)),
+    "gpu": StabilityScale(512, LMScale((512,), 2000, 32, 512, 8, 8, 1e-3, "cuda")),
 }
 
 
@@ -65,7 +65,7 @@ def run_stability(out_dir: Path, scale: str, log=print, data: str | None = None,
             run_dir = out_dir / "runs" / name
             stopped = None
             try:
-                train_run(run_dir, data, mcfg, dataclasses.replace(lm, steps=lm.steps), checkpoint_every=lm.steps // 4)
+                train_run(run_dir, data, mcfg, lm, checkpoint_every=lm.steps // 4)
             except TrainingDiverged as e:
                 stopped = str(e)
                 (run_dir / "diverged.txt").write_text(stopped + "\n")
@@ -77,7 +77,7 @@ def run_stability(out_dir: Path, scale: str, log=print, data: str | None = None,
                    or losses[-1] > losses[0]}
             if (run_dir / "checkpoints" / "latest").exists():
                 model, _, _ = load_run(run_dir)
-                diag = loop_diagnostics(model, x_BT, PROBE_LOOPS)
+                diag = loop_diagnostics(model.to(s.lm.device), x_BT.to(s.lm.device), PROBE_LOOPS)
                 norms = [r["state_norm"] for r in diag["per_loop"]]
                 row["state_norm_per_loop"] = norms
                 row["growth_per_loop"] = (norms[-1] / norms[0]) ** (1 / (len(norms) - 1)) if norms[0] > 0 else None
