@@ -49,9 +49,10 @@ class LayerCache:
 class KVCache:
     """All call sites of one generation: `cache.layer(key)` with key like ("prelude", 0) or ("loop", t)."""
 
-    def __init__(self) -> None:
+    def __init__(self, skip_halted: bool = False) -> None:
         self.layers: dict[tuple, LayerCache] = {}
         self.pos = 0  # tokens already consumed; the next forward's first position
+        self.skip_halted = skip_halted  # ACT at inference: halted positions stop looping (mythos/model/halting.py)
 
     def layer(self, key: tuple) -> LayerCache:
         if key not in self.layers:

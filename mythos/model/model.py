@@ -7,7 +7,8 @@ Training invariants (rank safety): the number of loop iterations is exactly the 
 default), never data-dependent; ACT only masks. Truncated backprop: when grad is enabled, loops before the last
 `loops.backprop_k` run under torch.no_grad(), so they build no autograd graph at all.
 ACT (act.enabled), in training and eval alike: every loop runs for every position; a halted position keeps its state
-and its later compute is MASKED (computed and discarded), not skipped — see mythos/model/act.py.
+and its later compute is MASKED (computed and discarded), not skipped — see mythos/model/act.py. Only inference with
+`KVCache(skip_halted=True)` skips it (mythos/model/halting.py).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from mythos.model.act import ACTState
 from mythos.model.attention import KVCache
 from mythos.model.blocks import Block
 from mythos.model.config import ModelConfig
+from mythos.model.halting import HaltingSkip
 from mythos.model.moe import MoE, RoutedExperts
 from mythos.model.norm import RMSNorm
 from mythos.model.plan import ParallelPlan
@@ -158,13 +160,18 @@ class Mythos(nn.Module):
         grad_on = torch.is_grad_enabled()
         h_BTD = torch.zeros_like(e_BTD) if c.loops.state_init == "zero" else e_BTD
         act = ACTState(e_BTD, c.act.threshold) if self.halt is not None else None
+        skip = (HaltingSkip(self.recurrence, self.halt, act)
+                if act is not None and cache is not None and cache.skip_halted and not grad_on else None)
         loads, norms = [], []
         for t in range(n):  # always exactly n iterations: no data-dependent exit (ranks must agree)
             with torch.set_grad_enabled(grad_on and t >= n - k):
                 layer_cache = cache.layer(("loop", t)) if cache is not None else None
-                h_new, load_E = self.recurrence(h_BTD, e_BTD, t, cos_TF, sin_TF, layer_cache)
+                if skip is not None:  # inference: only rows still running are computed (mythos/model/halting.py)
+                    h_new, p_BT, load_E = skip.step(h_BTD, e_BTD, t, cos_TF, sin_TF, layer_cache)
+                else:
+                    h_new, load_E = self.recurrence(h_BTD, e_BTD, t, cos_TF, sin_TF, layer_cache)
+                    p_BT = torch.sigmoid(self.halt(h_new).float()).squeeze(-1) if act is not None else None
                 if act is not None:
-                    p_BT = torch.sigmoid(self.halt(h_new).float()).squeeze(-1)
                     h_new = act.step(h_BTD, h_new, p_BT, last=t == n - 1)
                 h_BTD = h_new
             loads.append(load_E)

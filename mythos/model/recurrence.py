@@ -29,9 +29,10 @@ class Recurrence(nn.Module):
         """One iteration h_t -> h_{t+1}. Returns (h_{t+1}, routed-token counts [E] of this iteration).
 
         parcae:      h' = Block(a⊙h + Δ⊙(B e) + s_t)                    (+ LoRA_t on the block output)
+        unconstrained: as parcae with u = A h + B e (no bound on A; the stability experiment's control)
         openmythos:  h' = a⊙h + b⊙e + [Block(h + e + s_t) - (h + e + s_t)]  (the block's residual branches only)
         """
-        u = self.injection(h_BTD, e_BTD) if self.kind == "parcae" else h_BTD + e_BTD
+        u = self.injection(h_BTD, e_BTD) if self.kind != "openmythos" else h_BTD + e_BTD
         if self.loop_gain is not None:
             u = u + (loop_signal(t, u.shape[-1], u.device) * self.loop_gain).to(u.dtype)
         y, load_E = self.block(u, cos_TF, sin_TF, cache)

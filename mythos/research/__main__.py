@@ -1,0 +1,3 @@
+from mythos.research.cli import main
+
+raise SystemExit(main())

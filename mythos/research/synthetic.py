@@ -1,0 +1,91 @@
+"""Train and evaluate one arm on a generated task (khop / parity): the (a) experiment's engine.
+
+A small single-process loop over on-the-fly batches: the LM trainer reads prepared shards and scores every token,
+while these tasks score a few masked positions of sequences that never touch disk. It reuses the trainer's pieces —
+AdamW groups, warmup-cosine schedule, the per-step loop-count draw (`loops_for_step`), the MoE bias update — so an
+arm trains the way `mythos-train` would.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from mythos.config import TrainConfig
+from mythos.model import LoopSampler, ModelConfig, Mythos
+from mythos.train.optim import build_optimizer, build_scheduler
+from mythos.train.trainer import loops_for_step
+
+
+@dataclass
+class ArmResult:
+    name: str
+    params: int
+    curve: list[dict] = field(default_factory=list)  # {step, loss, acc_k{k}} at each eval point
+    grid: dict[str, dict[str, float]] = field(default_factory=dict)  # loops -> k -> accuracy ("dense" for dense)
+    seconds: float = 0.0
+
+
+def to_device(batch, device):
+    return type(batch)(*(x.to(device) for x in (batch.tokens_BT, batch.targets_BT, batch.k_B, batch.answer_pos_B)))
+
+
+def task_loss(model: Mythos, batch, n_loops: int | None) -> torch.Tensor:
+    out = model(batch.tokens_BT, n_loops=n_loops)
+    ce = F.cross_entropy(out.logits_BTV.flatten(0, 1), batch.targets_BT.flatten(), ignore_index=-100)
+    return ce + out.aux_loss
+
+
+@torch.no_grad()
+def accuracy_by_k(model: Mythos, batches: dict[int, object], n_loops: int | None) -> dict[int, float]:
+    """Accuracy of the last (hardest) scored position, per k, on fixed evaluation batches."""
+    was = model.training
+    model.eval()
+    acc = {}
+    for k, batch in batches.items():
+        logits = model(batch.tokens_BT, n_loops=n_loops).logits_BTV
+        rows = torch.arange(batch.tokens_BT.shape[0], device=batch.tokens_BT.device)
+        pred = logits[rows, batch.answer_pos_B].argmax(-1)
+        acc[k] = float((pred == batch.targets_BT[rows, batch.answer_pos_B]).float().mean())
+    model.train(was)
+    return acc
+
+
+def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], steps: int, batch: int, lr: float,
+              seed: int, eval_every: int, eval_batches: dict[int, object], device: str = "cpu",
+              log=print) -> tuple[Mythos, ArmResult]:
+    torch.manual_seed(seed)
+    model = Mythos(model_cfg).to(device)
+    tcfg = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), min_lr_ratio=0.1, weight_decay=0.05,
+                       schedule="cosine", seed=seed)
+    opt = build_optimizer(model, tcfg)
+    sched = build_scheduler(opt, tcfg)
+    sampler = LoopSampler(model_cfg.loops) if model_cfg.mode != "dense" else None
+    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    res = ArmResult(name, sum(p.numel() for p in model.parameters()))
+    t0 = time.perf_counter()
+    model.train()
+    running = None
+    for step in range(steps):
+        loops = loops_for_step(sampler, seed, step) if sampler else None
+        loss = task_loss(model, to_device(task.sample(batch, train_k, gen), device), loops)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        for moe in model.moe_modules():
+            moe.update_bias(moe.tokens_per_expert.clone())
+        v = float(loss.detach())
+        running = v if running is None or not math.isfinite(running) else 0.9 * running + 0.1 * v
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            acc = accuracy_by_k(model, eval_batches, None)
+            point = {"step": step + 1, "loss": running, **{f"acc_k{k}": a for k, a in acc.items()}}
+            res.curve.append(point)
+            log(f"[{name}] step {step + 1}/{steps} loss {running:.4f} " +
+                " ".join(f"k{k}={a:.2f}" for k, a in acc.items()) + f" ({time.perf_counter() - t0:.0f}s)")
+    res.seconds = time.perf_counter() - t0
+    return model, res

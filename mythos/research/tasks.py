@@ -1,0 +1,113 @@
+"""Depth-extrapolation tasks generated on the fly (seeded torch.Generator, no files).
+
+khop (pointer following in context): N nodes form S chains, each ending in a sink (a node that points to itself).
+Every node's out-edge is ONE token `src→dst` (vocab N + N² + 1), so a hop is a single content lookup (attend to the
+edge whose src is the current node, read its dst) rather than the two-token induction circuit that stalled both
+earlier pilots. The N edge tokens are shuffled, then QUERY and Q query nodes; the answer at each query position is
+the sink reached from it. The first query is the start node, k hops from its sink (the row's k, the accuracy that is
+reported); the others are extra supervision, nodes at most max(k) hops from their sinks. Length is N + 1 + Q for
+every k; every sequence holds each node once as a
+src, exactly S self-loops and N − S distinct dst values (every chain has at least two nodes), so k cannot be read off length or token counts. Hopping
+past the sink is harmless (the sink points to itself), so more loops than k never hurt the right algorithm.
+Chance: 1/S (guess a sink).
+
+parity (running parity after a marker): a fixed-length string of bits with ONE marker M; the k bits after it are
+scored, target at each = parity of the bits from the marker up to it. The bits before the marker are distractors.
+A loop that attends to the previous position and XORs extends the correct region by one position per loop; length
+is constant, and the counts of 0s/1s do not give k (the marker's position does, unavoidably). Chance: 1/2.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    tokens_BT: torch.Tensor  # int64 inputs
+    targets_BT: torch.Tensor  # int64, -100 where not scored
+    k_B: torch.Tensor  # difficulty of each row (hops / scored bits)
+    answer_pos_B: torch.Tensor  # the position scored for the per-k accuracy (the last, hardest, target)
+
+
+class KHop:
+    name = "khop"
+
+    def __init__(self, n_nodes: int = 13, n_chains: int = 3, n_queries: int = 4) -> None:
+        if n_nodes < 2 * n_chains or n_chains < 2 or n_queries < 1:
+            raise ValueError(f"khop needs n_chains >= 2, n_nodes >= 2 n_chains, n_queries >= 1; got {n_nodes}, "
+                             f"{n_chains}, {n_queries}")
+        self.n, self.s, self.n_queries = n_nodes, n_chains, n_queries
+        self.query = n_nodes + n_nodes * n_nodes
+        self.vocab_size = self.query + 1
+        self.seq_len = n_nodes + 1 + n_queries
+        self.max_k = n_nodes - 2 * n_chains + 1  # the start chain holds k + 1 nodes; the others at least two each
+        self.chance = 1.0 / n_chains
+
+    def edge_token(self, src: int, dst: int) -> int:
+        return self.n + src * self.n + dst
+
+    def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
+        n, s = self.n, self.s
+        if max(k_values) > self.max_k or min(k_values) < 1:
+            raise ValueError(f"khop k must be in [1, {self.max_k}], got {k_values}")
+        toks = torch.empty(batch, self.seq_len, dtype=torch.long)
+        tgt = torch.full((batch, self.seq_len), -100, dtype=torch.long)
+        ks = torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
+        for b in range(batch):
+            k = int(ks[b])
+            perm = torch.randperm(n, generator=gen).tolist()
+            # chain sizes: the start chain k+1 nodes; the other n-k-1 split into s-1 chains of >= 2 nodes (a lone
+            # sink would add a distinct target and leak k through the counts). Stars and bars over the extra nodes.
+            extra, slots = n - k - 1 - 2 * (s - 1), n - k - 1 - 2 * (s - 1) + s - 2
+            bars = sorted(torch.randperm(slots, generator=gen)[: s - 2].tolist())
+            parts = [b1 - b0 - 1 for b0, b1 in zip([-1] + bars, bars + [slots])]
+            sizes = [k + 1] + [2 + p for p in parts]
+            assert sum(sizes) == n and extra >= 0
+            succ, dist, sink_of = [0] * n, [0] * n, [0] * n
+            i = 0
+            for size in sizes:
+                chain = perm[i:i + size]
+                for j, v in enumerate(chain):
+                    succ[v] = chain[min(j + 1, size - 1)]
+                    dist[v], sink_of[v] = size - 1 - j, chain[-1]
+                i += size
+            extra = [v for v in range(n) if 1 <= dist[v] <= max(k_values)] or [perm[0]]
+            picks = torch.randint(len(extra), (self.n_queries - 1,), generator=gen).tolist()
+            queries = [perm[0]] + [extra[j] for j in picks]
+            order = torch.randperm(n, generator=gen).tolist()
+            toks[b, :n] = torch.tensor([self.edge_token(v, succ[v]) for v in order])
+            toks[b, n] = self.query
+            toks[b, n + 1:] = torch.tensor(queries)
+            tgt[b, n + 1:] = torch.tensor([sink_of[v] for v in queries])
+        return Batch(toks, tgt, ks, torch.full((batch,), n + 1, dtype=torch.long))
+
+
+class Parity:
+    name = "parity"
+    ZERO, ONE, MARK = 0, 1, 2
+
+    def __init__(self, seq_len: int = 20) -> None:
+        self.seq_len = seq_len
+        self.vocab_size = 3
+        self.max_k = seq_len - 1
+        self.chance = 0.5
+
+    def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
+        if max(k_values) > self.max_k or min(k_values) < 1:
+            raise ValueError(f"parity k must be in [1, {self.max_k}], got {k_values}")
+        t = self.seq_len
+        ks = torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
+        bits = torch.randint(2, (batch, t), generator=gen)
+        mark_B = t - 1 - ks  # marker position; the k bits after it end at the last position
+        pos_T = torch.arange(t)
+        after_BT = pos_T[None, :] > mark_B[:, None]
+        toks = bits.clone()
+        toks[torch.arange(batch), mark_B] = self.MARK
+        running = torch.cumsum(bits * after_BT, dim=1) % 2
+        tgt = torch.where(after_BT, running, torch.full_like(running, -100))
+        return Batch(toks, tgt, ks, torch.full((batch,), t - 1, dtype=torch.long))
+
+
+TASKS = {"khop": KHop, "parity": Parity}

@@ -1,0 +1,89 @@
+"""A tiny run of every experiment through the CLI: each output file is produced and well formed."""
+import json
+import math
+
+import pytest
+import torch
+
+from mythos.research.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _check_outputs(out_dir):
+    res = json.loads((out_dir / "results.json").read_text(), parse_constant=lambda c: pytest.fail(f"JSON has {c}"))
+    assert res["partial"] is False and res["wall_seconds"] > 0
+    assert (out_dir / "log.txt").read_text().strip()
+    assert res["plots"]
+    import matplotlib.image
+    for name in res["plots"]:
+        path = out_dir / name
+        assert path.read_bytes()[:8] == PNG_MAGIC, name
+        h, w = matplotlib.image.imread(path).shape[:2]
+        assert h > 100 and w > 100, name
+    return res
+
+
+def _finite(x):
+    return isinstance(x, float) and math.isfinite(x)
+
+
+@pytest.mark.parametrize("task", ["khop", "parity"])
+def test_depth_smoke(task, tmp_path):
+    assert main([task, "--scale", "tiny", "--out", str(tmp_path)]) == 0
+    res = _check_outputs(tmp_path / task)
+    assert set(res["arms"]) == {"looped-sampled", "looped-fixed", "dense-params", "dense-flops"}
+    for name, arm in res["arms"].items():
+        grid = arm["seeds"][0]["grid"]
+        assert list(grid) == ([str(n) for n in res["eval_loops"]] if arm["loops"] else ["dense"])
+        for row in grid.values():
+            assert [int(k) for k in row] == res["test_k"] and all(0 <= a <= 1 for a in row.values())
+        assert arm["seeds"][0]["curve"][-1]["step"] == res["scale"]["steps"]
+    assert res["arms"]["dense-flops"]["n_layers"] == 2 + res["scale"]["loop_mean"]
+
+
+def test_lm_smoke(prepared_data, tmp_path):
+    assert main(["lm", "--scale", "tiny", "--out", str(tmp_path), "--data", str(prepared_data)]) == 0
+    res = _check_outputs(tmp_path / "lm")
+    assert len(res["runs"]) == 8 and _finite(res["unigram_entropy"])
+    for name, r in res["runs"].items():
+        assert _finite(r["val_loss"]) and r["params"] > 0 and r["train_flops"] > 0
+        if not name.startswith("dense"):
+            assert [int(n) for n in r["loss_by_loops"]] == [1, 2, 3, 4, 6, 8, 12, 16]
+            assert len(r["diagnostics"]["per_loop"]) == 16 and _finite(r["val_loss_identity_block"])
+            assert 0 < r["diagnostics"]["decay_max"] < 1
+
+
+def test_stability_smoke(prepared_data, tmp_path):
+    assert main(["stability", "--scale", "tiny", "--out", str(tmp_path), "--data", str(prepared_data)]) == 0
+    res = _check_outputs(tmp_path / "stability")
+    assert set(res["runs"]) == {f"{k}-lr{m}x" for k in ("parcae", "unconstrained") for m in (1, 3, 10)}
+    for r in res["runs"].values():
+        assert isinstance(r["diverged"], bool) and len(r["losses"]) == res["scale"]["lm"]["steps"]
+        assert len(r["state_norm_per_loop"]) == 24
+
+
+def test_act_smoke(prepared_data, tmp_path):
+    assert main(["act", "--scale", "tiny", "--out", str(tmp_path), "--data", str(prepared_data)]) == 0
+    res = _check_outputs(tmp_path / "act")
+    assert list(res["thresholds"]) == ["0.5", "0.8", "0.95", "0.99"]
+    for row in res["thresholds"].values():
+        for mode in ("masked", "skip"):
+            assert _finite(row[mode]["loss"]) and 1 <= row[mode]["loops_per_token"] <= res["n_loops"]
+            assert row[mode]["tokens_per_s"] > 0
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["lm", "--scale", "tiny", "--out", str(tmp_path), "--data", str(tmp_path / "nope")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "no prepared corpus" in err and "\n" not in err
