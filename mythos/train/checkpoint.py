@@ -129,6 +129,7 @@ class _HashingWriter(FileSystemWriter):
 
 
 class CheckpointManager:
+    required_files: tuple[str, ...] = ("trainer_state.json", ".metadata")  # a checkpoint without them is damaged
     def __init__(self, run_dir: str | Path, keep: int, fault_hook: Callable[[str, int], None] | None = None,
                  async_save: bool = False, say: Callable[[str], None] | None = None,
                  check: Callable[[Path, dict[str, Any]], None] | None = None):
@@ -214,7 +215,7 @@ class CheckpointManager:
         if not path.is_dir():
             return "damaged", f"{path}: not a directory"
         try:
-            msg = manifest.verify(path, _rank(), _world())
+            msg = manifest.verify(path, _rank(), _world(), self.required_files)
         except OSError as e:  # unreadable file, I/O error
             msg = f"{path}: {type(e).__name__}: {e}"
         return ("damaged", msg) if msg else None

@@ -129,6 +129,8 @@ def _ensure_process_group(env: DistEnv) -> None:
 class DeepSpeedCheckpoints(CheckpointManager):
     """The FSDP path's tmp-dir / rename / `latest` / prune logic, with DeepSpeed's files as the payload."""
 
+    required_files = ("trainer_state.json",)  # DeepSpeed's own files vary with the stage; all are in the manifest
+
     def __init__(self, run_dir: Path, keep: int, engine, check) -> None:
         super().__init__(run_dir, keep=keep, fault_hook=faults.hook, check=check)
         self.engine = engine
