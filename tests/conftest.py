@@ -39,6 +39,17 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600
                           cwd=REPO, **kw)
 
 
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: the machine's 2 cores are shared with other work (and OpenMP threads spin
+    when the machine is overloaded)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def prepared_data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prepared")

@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from mythos.evals.load import load_run
 from mythos.model import InjectionConfig
 from mythos.research import plots

@@ -2,13 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
-
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
