@@ -55,9 +55,11 @@ def write_manifest(ckpt_dir: Path, step: int) -> None:
         p.unlink()
 
 
-def verify(ckpt_dir: Path, rank: int = 0, world_size: int = 1) -> str | None:
+def verify(ckpt_dir: Path, rank: int = 0, world_size: int = 1,
+           required: tuple[str, ...] = ("trainer_state.json", ".metadata")) -> str | None:
     """None if the checkpoint matches its manifest, else one line naming the file and what is wrong. Sizes and the
-    file list are checked on every rank; the hashes are split over the ranks (rank r hashes files r, r+W, ...)."""
+    file list are checked on every rank; the hashes are split over the ranks (rank r hashes files r, r+W, ...).
+    `required`: files the manifest must list (DCP's by default; a DeepSpeed checkpoint has no .metadata)."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / MANIFEST
     try:
@@ -73,7 +75,7 @@ def verify(ckpt_dir: Path, rank: int = 0, world_size: int = 1) -> str | None:
     present = {p.name for p in ckpt_dir.iterdir() if p.name != MANIFEST}
     for name in sorted(present - set(expected)):
         return f"{ckpt_dir / name}: not listed in the manifest"
-    for name in ("trainer_state.json", ".metadata"):
+    for name in required:
         if name not in expected:
             return f"{path}: does not list {name}"
     for i, (name, (size, digest)) in enumerate(sorted(expected.items())):
