@@ -33,7 +33,7 @@ from mythos.parallel import DistEnv, materialize
 from mythos.parallel.activation_checkpoint import apply_activation_checkpointing
 from mythos.parallel.meta_init import is_meta
 from mythos.parallel.parallelize import apply_compile
-from mythos.train import faults, manifest
+from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, _agree, _rank, _reason, _world
 from mythos.train.engine import Engine
 from mythos.train.optim import build_optimizer, build_scheduler
@@ -268,21 +268,30 @@ class DeepSpeedEngine(Engine):
         return grad_norm, loss_finite and math.isfinite(grad_norm)
 
 
+class DeepSpeedWeights(CheckpointManager):
+    """Inference (mythos-eval, mythos-export): the newest DeepSpeed checkpoint that verifies and loads, as full
+    weights into a plain model, no DeepSpeed engine; damage falls back, a file asking to run code is refused."""
+    required_files = DeepSpeedCheckpoints.required_files
+
+    def _read_payload(self, path: Path, model, optimizer) -> None:
+        missing, unexpected = model.load_state_dict(load_weights(path), strict=False)
+        if missing or unexpected:
+            raise UserError(f"{path}: DeepSpeed checkpoint does not match the run's model (missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]})")
+
+
 def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
-    """Full fp32 model weights (+ buffers) of a DeepSpeed checkpoint of any ZeRO stage, in one process; the
-    manifest verified and every file checked weights_only first (zero_to_fp32 unpickles with weights_only=False)."""
+    """Full fp32 model weights (+ buffers) of a DeepSpeed checkpoint of any ZeRO stage, in one process. Every file
+    is checked weights_only first: zero_to_fp32 unpickles with weights_only=False."""
     import_deepspeed(torch.device("cpu"))
-    problem = manifest.verify(checkpoint_dir, required=DeepSpeedCheckpoints.required_files)
-    if problem:
-        raise UserError(problem)
     check_files(checkpoint_dir)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     sd = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name)
     # Buffers (the MoE routing bias) live in the model-states file, under the module's state-dict keys.
     states = sorted(checkpoint_dir.glob("*mp_rank_00_model_states.pt"))
     if not states:
-        raise UserError(f"{checkpoint_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
-    module_sd = torch.load(states[0], map_location="cpu", weights_only=True)["module"]
+        raise FileNotFoundError(f"{checkpoint_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
+    module_sd = safe_load(states[0])["module"]
     sd = {_plain_name(k): v for k, v in sd.items()}
     for k, v in module_sd.items():
         sd.setdefault(k, v)  # buffers; parameters came full-size from the optimizer partitions above

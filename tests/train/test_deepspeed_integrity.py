@@ -112,3 +112,19 @@ def test_code_in_a_deepspeed_file_is_refused_by_export_and_eval(reference, tmp_p
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {expected}")
     assert not marker.exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def test_eval_loader_falls_back_past_a_damaged_deepspeed_checkpoint(reference, tmp_path, capsys):
+    from mythos.evals.load import load_run
+    from mythos.train.engine_deepspeed import load_weights
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    optim = ckpt(run, STEPS) / OPTIM
+    optim.write_bytes(optim.read_bytes()[:1000])
+    model, _, _ = load_run(run)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: checkpoint")]
+    assert len(warnings) == 1 and f"{optim}: " in warnings[0] and warnings[0].endswith("trying step_0000006")
+    step6 = load_weights(ckpt(reference, 6))
+    assert all(torch.equal(v, step6[k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, load_weights(ckpt(reference, 8))[k]) for k, v in model.state_dict().items()
+                   if k in step6)
