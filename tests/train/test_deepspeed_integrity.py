@@ -14,7 +14,7 @@ import torch
 
 from tests.conftest import read_metrics, train_args
 from tests.parallel.dist_run import start, wait
-from tests.train.test_checkpoint_integrity import _RunsCode
+from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
 
 pytestmark = pytest.mark.slow
 STEPS = 8
@@ -29,10 +29,6 @@ def _args(run: Path, data: Path) -> list[str]:
 def _train(run: Path, data: Path) -> tuple[list[int], str]:
     rcs, outs = wait(start(2, ["-m", *_args(run, data)]))
     return rcs, outs[0]
-
-
-def ckpt(run: Path, step: int) -> Path:
-    return run / "checkpoints" / f"step_{step:07d}"
 
 
 def losses(run: Path, first: int) -> list[float]:
