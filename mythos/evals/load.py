@@ -25,17 +25,11 @@ def load_run(run_dir: str | Path):
         raise UserError(f"{run}: not a run directory (no config.toml)")
     cfg = build_config(load_toml(run / "config.toml"))
     model = Mythos(cfg.model)
-    ckpt = CheckpointManager(run, keep=1)
-    latest = ckpt.latest_dir()
-    if latest is not None and json.loads((latest / "trainer_state.json").read_text()).get(
-            "engine", {}).get("backend") == "deepspeed":
-        from mythos.train.engine_deepspeed import load_weights
-        missing, unexpected = model.load_state_dict(load_weights(latest), strict=False)
-        if missing or unexpected:
-            raise UserError(f"{latest}: DeepSpeed checkpoint does not match the run's model (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]})")
+    if cfg.parallel.backend == "deepspeed":
+        from mythos.train.engine_deepspeed import DeepSpeedWeights as Checkpoints
     else:
-        ckpt.load(model, optimizer=None)
+        Checkpoints = CheckpointManager
+    Checkpoints(run, keep=1).load(model, optimizer=None)  # newest that verifies and loads; refuses hostile files
     model.eval()
     tok = Path(parse_spec(cfg.data.path)[0][0]) / "tokenizer.model"
     return model, cfg, tok

@@ -129,7 +129,8 @@ class _HashingWriter(FileSystemWriter):
 
 
 class CheckpointManager:
-    required_files: tuple[str, ...] = ("trainer_state.json", ".metadata")  # a checkpoint without them is damaged
+    required_files = ("trainer_state.json", ".metadata")  # what a complete checkpoint's manifest must list
+
     def __init__(self, run_dir: str | Path, keep: int, fault_hook: Callable[[str, int], None] | None = None,
                  async_save: bool = False, say: Callable[[str], None] | None = None,
                  check: Callable[[Path, dict[str, Any]], None] | None = None):
@@ -221,7 +222,10 @@ class CheckpointManager:
         return ("damaged", msg) if msg else None
 
     def _load_one(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-        trainer_state = json.loads((path / "trainer_state.json").read_text())
+        try:
+            trainer_state = json.loads((path / "trainer_state.json").read_text())
+        except json.JSONDecodeError as e:  # name the file in the fallback warning
+            raise ValueError(f"{path / 'trainer_state.json'}: invalid JSON ({e})") from None
         if not isinstance(trainer_state, dict) or not isinstance(trainer_state.get("step"), int):
             raise ValueError(f"{path / 'trainer_state.json'}: expected a JSON object with an integer 'step'")
         if self.check is not None and optimizer is not None:

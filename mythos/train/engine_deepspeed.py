@@ -7,7 +7,9 @@ Our MoE runs under every stage (DeepSpeed's own MoE refuses ZeRO-3). fp32 or bf1
 
 Checkpoints: DeepSpeed's `save_checkpoint` on every rank into `checkpoints/step_NNNNNNN.tmp/`, with our trainer state
 as client state, then the same rename -> atomic `latest` -> prune as the FSDP path (CheckpointManager). DeepSpeed
-reads its files with pickle (torch.load, weights_only=False): only resume from run directories you wrote.
+reads its files with torch.load(weights_only=False); so before it reads any, every `.pt` file of the checkpoint is
+loaded here with weights_only=True admitting only the three DeepSpeed types its optimizer files hold (DS_SAFE_TYPES):
+a file that asks for anything else is refused with one line, a damaged one falls back to the previous checkpoint.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import json
 import logging
 import math
 import os
+import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,10 @@ from mythos.parallel.activation_checkpoint import apply_activation_checkpointing
 from mythos.parallel.meta_init import is_meta
 from mythos.parallel.parallelize import apply_compile
 from mythos.train import faults
-from mythos.train.checkpoint import CheckpointManager
+from mythos.train.checkpoint import CheckpointManager, _agree, _rank, _reason, _world
 from mythos.train.engine import Engine
 from mythos.train.optim import build_optimizer, build_scheduler
+from mythos.train.safe_pickle import UnsafeCheckpoint
 
 CONFIG_NAME = "deepspeed_config.json"
 # DeepSpeed 0.19 calls torch.distributed's deprecated *_into_tensor / *_tensor names on every step.
@@ -126,8 +131,65 @@ def _ensure_process_group(env: DistEnv) -> None:
     os.environ.setdefault("LOCAL_RANK", str(env.local_rank))  # deepspeed.initialize asserts it is set
 
 
+# The non-tensor types DeepSpeed 0.19.8 pickles into its checkpoint files (found with
+# torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO-1/2/3 checkpoints; model-states files need none).
+DS_SAFE_TYPES = ("deepspeed.runtime.zero.config.ZeroStageEnum",  # an int enum: the ZeRO stage
+                 "deepspeed.runtime.fp16.loss_scaler.LossScaler",  # plain attributes, no __setstate__
+                 "deepspeed.utils.tensor_fragment.fragment_address")  # dataclass(numel, start)
+
+
+def _safe_types() -> list[type]:
+    types = []
+    for dotted in DS_SAFE_TYPES:
+        module, name = dotted.rsplit(".", 1)
+        obj = getattr(importlib.import_module(module), name, None)
+        if not isinstance(obj, type):
+            raise UserError(f"deepspeed: {dotted} not found (mythos is tested with deepspeed 0.19.8): install that "
+                            f"version")
+        types.append(obj)
+    return types
+
+
+def safe_load(path: Path) -> Any:
+    """torch.load(weights_only=True) of one DeepSpeed checkpoint file; UnsafeCheckpoint if it asks for any global
+    beyond plain tensors/containers and DS_SAFE_TYPES (loading it could run code)."""
+    try:
+        with torch.serialization.safe_globals(_safe_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        m = re.search(r"GLOBAL (\S+)", str(e))
+        what = f"it asks to load {m.group(1)}" if m else f"weights_only unpickling failed ({_first_line(e)})"
+        raise UnsafeCheckpoint(f"{path}: refused: {what}, which is not a tensor or one of DeepSpeed's checkpoint "
+                               f"types (loading it could run code from the file)") from None
+
+
+def _first_line(e: Exception) -> str:
+    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+
+
+def check_files(path: Path) -> None:
+    """Every `.pt` file of checkpoint `path` loads weights_only (split over the ranks, agreed by all before
+    DeepSpeed reads anything, so no rank enters DeepSpeed's load alone). Raises the same error on every rank:
+    UnsafeCheckpoint (refused) or ValueError (damage: the caller falls back)."""
+    files = sorted(path.glob("*.pt"))
+    problem = None
+    for f in files[_rank()::_world()]:
+        try:
+            safe_load(f)
+        except UnsafeCheckpoint as e:
+            problem = ("unsafe", str(e))
+        except Exception as e:  # noqa: BLE001 - truncated / garbled: damage
+            problem = ("damaged", f"{f}: {_reason(e)[1]}")
+        if problem:
+            break
+    problem = _agree(problem)
+    if problem:
+        raise (UnsafeCheckpoint if problem[0] == "unsafe" else ValueError)(problem[1])
+
+
 class DeepSpeedCheckpoints(CheckpointManager):
     """The FSDP path's tmp-dir / rename / `latest` / prune logic, with DeepSpeed's files as the payload."""
+    required_files = ("trainer_state.json",)  # no DCP .metadata: DeepSpeed's own files are checked by check_files
 
     required_files = ("trainer_state.json",)  # DeepSpeed's own files vary with the stage; all are in the manifest
 
@@ -141,6 +203,7 @@ class DeepSpeedCheckpoints(CheckpointManager):
         self.fault_hook("checkpoint_write", step)  # tests: a kill with the files written, nothing committed
 
     def _read_payload(self, path: Path, model, optimizer) -> None:
+        check_files(path)
         loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True,
                                                 load_optimizer_states=True, load_lr_scheduler_states=False)
         if loaded is None:  # damage (a fallback), not a config error
@@ -207,16 +270,30 @@ class DeepSpeedEngine(Engine):
         return grad_norm, loss_finite and math.isfinite(grad_norm)
 
 
+class DeepSpeedWeights(CheckpointManager):
+    """Inference (mythos-eval, mythos-export): the newest DeepSpeed checkpoint that verifies and loads, as full
+    weights into a plain model, no DeepSpeed engine; damage falls back, a file asking to run code is refused."""
+    required_files = DeepSpeedCheckpoints.required_files
+
+    def _read_payload(self, path: Path, model, optimizer) -> None:
+        missing, unexpected = model.load_state_dict(load_weights(path), strict=False)
+        if missing or unexpected:
+            raise UserError(f"{path}: DeepSpeed checkpoint does not match the run's model (missing {missing[:3]}, "
+                            f"unexpected {unexpected[:3]})")
+
+
 def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
-    """Full fp32 model weights (+ buffers) of a DeepSpeed checkpoint of any ZeRO stage, in one process."""
+    """Full fp32 model weights (+ buffers) of a DeepSpeed checkpoint of any ZeRO stage, in one process. Every file
+    is checked weights_only first: zero_to_fp32 unpickles with weights_only=False."""
     import_deepspeed(torch.device("cpu"))
+    check_files(checkpoint_dir)
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     sd = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name)
     # Buffers (the MoE routing bias) live in the model-states file, under the module's state-dict keys.
     states = sorted(checkpoint_dir.glob("*mp_rank_00_model_states.pt"))
     if not states:
-        raise UserError(f"{checkpoint_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
-    module_sd = torch.load(states[0], map_location="cpu", weights_only=True)["module"]
+        raise FileNotFoundError(f"{checkpoint_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
+    module_sd = safe_load(states[0])["module"]
     sd = {_plain_name(k): v for k, v in sd.items()}
     for k, v in module_sd.items():
         sd.setdefault(k, v)  # buffers; parameters came full-size from the optimizer partitions above

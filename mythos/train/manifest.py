@@ -59,7 +59,7 @@ def verify(ckpt_dir: Path, rank: int = 0, world_size: int = 1,
            required: tuple[str, ...] = ("trainer_state.json", ".metadata")) -> str | None:
     """None if the checkpoint matches its manifest, else one line naming the file and what is wrong. Sizes and the
     file list are checked on every rank; the hashes are split over the ranks (rank r hashes files r, r+W, ...).
-    `required`: files the checkpoint's format cannot do without (DCP's `.metadata` by default)."""
+    `required`: files the manifest must list (DCP's by default; a DeepSpeed checkpoint has no .metadata)."""
     ckpt_dir = Path(ckpt_dir)
     path = ckpt_dir / MANIFEST
     try:

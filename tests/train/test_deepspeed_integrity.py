@@ -1,0 +1,126 @@
+"""DeepSpeed checkpoints get the FSDP path's guarantees: damage to the newest ones (a truncated optimizer partition,
+one that passes its rewritten manifest but not the load, a garbled trainer_state.json) falls back to step 2 with one
+warning line each and bitwise-equal losses after it; a file that asks to run code is refused with one line by resume
+(2 ranks, the file on rank 1 only) and by mythos-export / the eval loader, and never runs.
+
+One 2-rank ZeRO-2 reference run (checkpoints every 2 steps, all kept) is copied and damaged for the cases."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import read_metrics, train_args
+from tests.parallel.dist_run import start, wait
+from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
+
+pytestmark = pytest.mark.slow
+STEPS = 8
+OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"  # read by rank 1 only
+
+
+def _args(run: Path, data: Path) -> list[str]:
+    return train_args(run, data, STEPS, "--parallel.backend", "deepspeed", "--parallel.zero_stage", "2",
+                      "--checkpoint.interval", "2", "--checkpoint.keep", "4", "--metrics.tensorboard", "false")
+
+
+def _train(run: Path, data: Path) -> tuple[list[int], str]:
+    rcs, outs = wait(start(2, ["-m", *_args(run, data)]))
+    return rcs, outs[0]
+
+
+def losses(run: Path, first: int) -> list[float]:
+    m = read_metrics(run)
+    return [m[s]["loss"] for s in range(first, STEPS + 1)]
+
+
+@pytest.fixture(scope="module")
+def reference(prepared_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("ds_integrity") / "ref"
+    rcs, out = _train(run, prepared_data)
+    assert rcs == [0, 0], out[-4000:]
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == [ckpt(run, s).name for s in (2, 4, 6, 8)]
+    return run
+
+
+def _copy_at_step_2(reference: Path, dest: Path) -> Path:
+    shutil.copytree(reference, dest)
+    (dest / "metrics.jsonl").write_text("".join(line + "\n" for line in
+                                                (reference / "metrics.jsonl").read_text().splitlines()[:2]))
+    return dest
+
+
+def test_damaged_checkpoints_fall_back_bitwise(reference, prepared_data, tmp_path):
+    from mythos.train import manifest
+    run = _copy_at_step_2(reference, tmp_path / "run")
+    optim8, optim6 = ckpt(run, 8) / OPTIM, ckpt(run, 6) / OPTIM
+    optim8.write_bytes(optim8.read_bytes()[:1000])  # caught by the manifest
+    optim6.write_bytes(optim6.read_bytes()[:1000])
+    manifest.write_manifest(ckpt(run, 6), 6)  # passes verification; fails on rank 1 before DeepSpeed reads anything
+    (ckpt(run, 4) / "trainer_state.json").write_text('{"step": oops')
+    manifest.write_manifest(ckpt(run, 4), 4)
+    rcs, out = _train(run, prepared_data)
+    assert rcs == [0, 0], out[-4000:]
+    warnings = [ln for ln in out.splitlines() if ln.startswith("warning: checkpoint")]
+    assert len(warnings) == 3, out[-4000:]
+    for line, (step, name) in zip(warnings, [(8, OPTIM), (6, OPTIM), (4, "trainer_state.json")]):
+        assert line.startswith(f"warning: checkpoint step_{step:07d} unusable: ") and name in line, line
+    assert f"resumed from {ckpt(run, 2)} at step 2" in out
+    assert losses(run, 3) == losses(reference, 3)  # bitwise
+
+
+def _plant_hostile(run: Path, marker: Path) -> Path:
+    from mythos.train import manifest
+    bad = ckpt(run, STEPS) / OPTIM
+    torch.save({"optimizer_state_dict": _RunsCode(marker)}, bad)
+    manifest.write_manifest(ckpt(run, STEPS), STEPS)  # a forger rewrites the manifest too: it must not matter
+    return bad
+
+
+def test_code_in_a_deepspeed_file_is_refused_by_resume(reference, prepared_data, tmp_path):
+    run, marker = _copy_at_step_2(reference, tmp_path / "run"), tmp_path / "PWNED"
+    bad = _plant_hostile(run, marker)
+    rcs, out = _train(run, prepared_data)
+    assert rcs == [2, 2], out[-4000:]
+    assert "Traceback" not in out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"error: {bad}: refused: it asks to load posix.system"), out[-3000:]
+    assert not marker.exists() and bad.is_file()
+
+
+def test_code_in_a_deepspeed_file_is_refused_by_export_and_eval(reference, tmp_path, capsys):
+    from mythos.errors import UserError
+    from mythos.evals.load import load_run
+    from mythos.train.export import main as export_main
+    run, marker = tmp_path / "run", tmp_path / "PWNED"
+    shutil.copytree(reference, run)
+    model, _, _ = load_run(run)  # the untouched run loads
+    assert model is not None
+    bad = _plant_hostile(run, marker)
+    expected = f"{bad}: refused: it asks to load posix.system"
+    with pytest.raises(UserError, match="refused: it asks to load posix.system"):
+        load_run(run)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        export_main([str(run), "--out", str(tmp_path / "x.safetensors")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: {expected}")
+    assert not marker.exists() and not (tmp_path / "x.safetensors").exists()
+
+
+def test_eval_loader_falls_back_past_a_damaged_deepspeed_checkpoint(reference, tmp_path, capsys):
+    from mythos.evals.load import load_run
+    from mythos.train.engine_deepspeed import load_weights
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    optim = ckpt(run, STEPS) / OPTIM
+    optim.write_bytes(optim.read_bytes()[:1000])
+    model, _, _ = load_run(run)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: checkpoint")]
+    assert len(warnings) == 1 and f"{optim}: " in warnings[0] and warnings[0].endswith("trying step_0000006")
+    step6 = load_weights(ckpt(reference, 6))
+    assert all(torch.equal(v, step6[k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, load_weights(ckpt(reference, 8))[k]) for k, v in model.state_dict().items()
+                   if k in step6)
