@@ -189,9 +189,8 @@ def check_files(path: Path) -> None:
 
 class DeepSpeedCheckpoints(CheckpointManager):
     """The FSDP path's tmp-dir / rename / `latest` / prune logic, with DeepSpeed's files as the payload."""
-    required_files = ("trainer_state.json",)  # no DCP .metadata: DeepSpeed's own files are checked by check_files
 
-    required_files = ("trainer_state.json",)  # DeepSpeed's own files vary with the stage; all are in the manifest
+    required_files = ("trainer_state.json",)  # no DCP .metadata: DeepSpeed's own files are checked by check_files
 
     def __init__(self, run_dir: Path, keep: int, engine, check) -> None:
         super().__init__(run_dir, keep=keep, fault_hook=faults.hook, check=check)
