@@ -12,7 +12,7 @@ from pathlib import Path
 from data_prep import sharded
 from data_prep import sources as S
 from data_prep.encode import SPLITS, ShardSink, run_encode, scan_complete
-from data_prep.tokenizer_import import resolve_tokenizer
+from data_prep.tokenizer_import import HF_FILES, copy_tokenizer, resolve_tokenizer
 from data_prep.tokenizer_train import MIN_VOCAB, sample_documents, train_tokenizer
 from mythos.data.indexed import CODE_OF, dtype_capacity, dtype_for_vocab
 from mythos.data.loader import FORMAT_VERSION, check_vocab, open_split, read_metadata
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--vocab-size", type=int, default=None, help="train a SentencePiece BPE model (default 4096)")
     tok.add_argument("--tokenizer", help="use an existing SentencePiece .model or a Hugging Face tokenizer "
-                     "directory holding one")
+                     "directory (its SentencePiece model, else its tokenizer.json)")
     p.add_argument("--val-fraction", type=float, default=0.01)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoder processes (default: cores)")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (cut at document ends)")
@@ -81,7 +81,7 @@ def _plan(a, sources: list[S.Source]) -> dict:
 
 
 def _ours(out: Path):
-    for pattern in ("train_*", "val_*", "tokenizer.model", "tokenizer.model.tmp", "metadata.json",
+    for pattern in ("train_*", "val_*", "tokenizer.model", "tokenizer.model.tmp", *HF_FILES, "metadata.json",
                     "metadata.json.tmp", PLAN):
         yield from out.glob(pattern)
 
@@ -156,8 +156,7 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     model_path = out / "tokenizer.model"
     t0 = time.perf_counter()
     if a.tokenizer:
-        if not model_path.exists() or file_sha256(model_path) != file_sha256(a.tokenizer):
-            shutil.copyfile(a.tokenizer, model_path)
+        model_path = copy_tokenizer(a.tokenizer, out)
     elif not model_path.exists():
         sample = sample_documents(S.iter_corpus(sources, opts), int(a.sample_mb * 1e6), int(a.sample_mb * 50e6))
         print(f"training tokenizer (vocab {a.vocab_size}) on {sum(map(len, sample)) / 1e6:.2f} M chars "
@@ -179,7 +178,7 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     meta = {
         "format_version": FORMAT_VERSION, "vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id,
         "pad_id": tok.pad_id, "unk_id": tok.unk_id, "dtype": dtype, "dtype_code": CODE_OF[dtype],
-        "tokenizer": {"file": "tokenizer.model", "sha256": file_sha256(model_path), "type": "sentencepiece",
+        "tokenizer": {"file": model_path.name, "sha256": file_sha256(model_path), "type": tok.kind,
                       "trained": not a.tokenizer, "vocab_size": tok.vocab_size},
         "splits": splits, "shard_tokens": a.shard_tokens,
         "sources": [dict(S.describe(s), **stats.per_source.get(s.spec, {})) for s in sources],

@@ -21,26 +21,36 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
+from mythos.data.tokenizer import Tokenizer, is_hf_file
+
 PIPE_BYTES = 1 << 20
 _TYPECODE = {"uint16": "H", "int32": "i"}  # array.array codes of the shard dtypes
 
 _sp = None
+_hf = None  # a Hugging Face tokenizer.json (mythos.data.Tokenizer) instead of SentencePiece
 _dtype = np.dtype(np.uint16)
 
 
 def _load(model_path: str, dtype: str) -> None:
-    global _sp, _dtype
+    global _sp, _hf, _dtype
+    _dtype = np.dtype(dtype)
+    if is_hf_file(model_path):
+        _hf = Tokenizer(model_path)
+        return
     import sentencepiece as spm
 
     _sp = spm.SentencePieceProcessor()
     _sp.load(model_path)
-    _dtype = np.dtype(dtype)
 
 
 def encode_batch(docs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """Token ids of `docs` (UTF-8 bytes: pickled to the workers as a memcpy) back to back, EOS after each, and the
     per-document lengths (EOS included). SentencePiece reads UTF-8 bytes and str alike, with the same ids."""
-    ids = _sp.encode(docs, num_threads=1, add_eos=True)
+    if _hf is not None:
+        eos = [_hf.eos_id]
+        ids = [x + eos for x in _hf.encode_batch([d.decode("utf-8", errors="replace") for d in docs])]
+    else:
+        ids = _sp.encode(docs, num_threads=1, add_eos=True)
     flat = array.array(_TYPECODE[_dtype.name])
     for x in ids:
         flat.fromlist(x)  # a C loop over the ints: faster than numpy's per-list dtype discovery

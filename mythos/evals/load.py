@@ -10,12 +10,15 @@ import torch
 
 from mythos.config import apply_dict, build_config, load_toml
 from mythos.data.loader import parse_spec
+from mythos.data.tokenizer import tokenizer_in
+from mythos.data.tokenizer_hf import CONFIG
 from mythos.errors import UserError
 from mythos.model import ModelConfig, Mythos
 from mythos.train.checkpoint import CheckpointManager
 
 EXPORT_FORMAT = "mythos-export-v1"
 TOKENIZER_KEY = "__tokenizer_model__"
+HF_TOKENIZER_KEYS = {"__tokenizer_json__": "tokenizer.json", "__tokenizer_config__": CONFIG}  # a tokenizer.json run
 
 
 def load_run(run_dir: str | Path):
@@ -31,7 +34,7 @@ def load_run(run_dir: str | Path):
         Checkpoints = CheckpointManager
     Checkpoints(run, keep=1).load(model, optimizer=None)  # newest that verifies and loads; refuses hostile files
     model.eval()
-    tok = Path(parse_spec(cfg.data.path)[0][0]) / "tokenizer.model"
+    tok = tokenizer_in(parse_spec(cfg.data.path)[0][0])
     return model, cfg, tok
 
 
@@ -39,8 +42,11 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
     from safetensors.torch import save_file
     model, cfg, tok = load_run(run_dir)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    if tok.is_file():
-        tensors[TOKENIZER_KEY] = torch.frombuffer(bytearray(tok.read_bytes()), dtype=torch.uint8)
+    files = {TOKENIZER_KEY: tok} if tok.name != "tokenizer.json" else {
+        k: tok.with_name(n) for k, n in HF_TOKENIZER_KEYS.items()}
+    for key, f in files.items():
+        if f.is_file():
+            tensors[key] = torch.frombuffer(bytearray(f.read_bytes()), dtype=torch.uint8)
     meta = {"format": EXPORT_FORMAT, "model_config": json.dumps(dataclasses.asdict(cfg.model)),
             "model_name": cfg.model_name}
     out = Path(out)
@@ -64,9 +70,12 @@ def load_exported(path: str | Path):
     apply_dict(cfg, json.loads(meta["model_config"]), "model.")
     tensors = load_file(str(path))
     tok_path = None
-    if TOKENIZER_KEY in tensors:
-        tok_path = Path(tempfile.mkdtemp(prefix="mythos-tok-")) / "tokenizer.model"
-        tok_path.write_bytes(tensors.pop(TOKENIZER_KEY).numpy().tobytes())
+    files = {k: n for k, n in {TOKENIZER_KEY: "tokenizer.model", **HF_TOKENIZER_KEYS}.items() if k in tensors}
+    if files:
+        tmp = Path(tempfile.mkdtemp(prefix="mythos-tok-"))
+        for key, name in files.items():
+            (tmp / name).write_bytes(tensors.pop(key).numpy().tobytes())
+        tok_path = tokenizer_in(tmp)
     model = Mythos(cfg)
     model.load_state_dict(tensors)
     model.eval()

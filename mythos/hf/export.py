@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from mythos.data.tokenizer import tokenizer_in
 from mythos.errors import UserError
 
 AUTO_MAP = {"AutoConfig": "configuration_mythos.MythosConfig",
@@ -25,8 +26,8 @@ def load_source(src: str | Path):
     p = Path(src)
     if p.is_dir():
         model, cfg, tok = load_run(p)
-        if not tok.is_file() and (tok.parent.parent / "tokenizer.model").is_file():
-            tok = tok.parent.parent / "tokenizer.model"  # data.path is a Megatron prefix: the model sits beside it
+        if not tok.is_file() and tokenizer_in(tok.parent.parent).is_file():
+            tok = tokenizer_in(tok.parent.parent)  # data.path is a Megatron prefix: the model sits beside it
         return model, cfg.model, tok, cfg.train.seq_len
     if p.is_file():
         model, mcfg, tok = load_exported(p)

@@ -1,0 +1,103 @@
+"""`mythos-prep --tokenizer DIR` with a Hugging Face directory holding only tokenizer.json (a byte-level BPE, as
+GPT-2 and Llama-3 ship): prep encodes with `tokenizers`, runs train on the shards and decode with it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_prep import sources as S
+from mythos.data import Tokenizer, read_metadata
+from mythos.data.indexed import IndexedDataset
+from mythos.data.tokenizer import file_sha256
+from tests.conftest import make_corpus, run_cli, train_args
+
+EOS = "<|endoftext|>"
+
+
+def byte_bpe_dir(root: Path, texts: list[str], eos: str | None = EOS) -> Path:
+    """A GPT-2-style byte-level BPE trained on `texts`, saved as an HF directory (tokenizer.json, and a
+    tokenizer_config.json naming the EOS unless `eos` is None, then with no special token at all)."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    tok = HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[eos] if eos else [], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    d = root / "hf_tok"
+    d.mkdir()
+    tok.save(str(d / "tokenizer.json"))
+    if eos:
+        (d / "tokenizer_config.json").write_text(json.dumps({"eos_token": eos, "tokenizer_class":
+                                                             "PreTrainedTokenizerFast"}))
+    return d
+
+
+def _docs(src: Path) -> list[str]:
+    return [text for text, _ in S.iter_corpus([S.parse_source(str(src))], S.ReadOptions())]
+
+
+@pytest.fixture(scope="module")
+def hf_prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hftok")
+    src = make_corpus(root, n_files=12)
+    texts = _docs(src)
+    tok_dir = byte_bpe_dir(root, texts)
+    out = root / "data"
+    r = run_cli(["data_prep", str(src), "--tokenizer", str(tok_dir), "--out", str(out), "--val-fraction", "0.1",
+                 "--workers", "2", "--no-progress"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    return out, tok_dir, texts
+
+
+def test_prep_with_tokenizer_json_gives_its_ids_plus_eos(hf_prepared):
+    out, tok_dir, texts = hf_prepared
+    meta = read_metadata(out)
+    assert meta["tokenizer"]["file"] == "tokenizer.json" and meta["tokenizer"]["type"] == "huggingface"
+    assert meta["tokenizer"]["sha256"] == file_sha256(tok_dir / "tokenizer.json") == file_sha256(out / "tokenizer.json")
+    assert (out / "tokenizer_config.json").read_bytes() == (tok_dir / "tokenizer_config.json").read_bytes()
+    tok = Tokenizer(out / "tokenizer.json")
+    assert 257 < tok.vocab_size == meta["vocab_size"] <= 400 and meta["dtype"] == "uint16"
+    assert tok.eos_id == meta["eos_id"] == 0 and tok.bos_id == -1  # the one special token, trained first
+    want = {tuple(tok.encode(t) + [tok.eos_id]) for t in texts}
+    got = [tuple(int(i) for i in ds[j]) for split in ("train", "val")
+           for sh in meta["splits"][split]["shards"] for ds in [IndexedDataset(out / sh["name"])] for j in range(len(ds))]
+    assert set(got) == want and len(got) == len(texts) + int(meta["val_fallback"])
+    assert {tok.decode(t[:-1]) for t in got} == set(texts)  # byte-level BPE round-trips indentation and unicode
+
+
+def test_hf_export_tokenizer_matches_ours(hf_prepared, tmp_path):
+    """The HF export's tokenizer files: AutoTokenizer gives the same ids and EOS as our Tokenizer."""
+    from transformers import AutoTokenizer
+
+    from mythos.hf.tokenizer import write_tokenizer
+    out, _, texts = hf_prepared
+    ours = write_tokenizer(out / "tokenizer.json", tmp_path)
+    auto = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert auto.eos_token_id == ours.eos_id
+    for t in texts:
+        assert auto(t, add_special_tokens=False)["input_ids"] == ours.encode(t)
+
+
+@pytest.mark.slow
+def test_train_and_generate_with_tokenizer_json(hf_prepared, tmp_path):
+    out, _, _ = hf_prepared
+    run = tmp_path / "run"
+    r = run_cli(train_args(run, out, 4))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli(["mythos.evals.generate_cli", str(run), "--prompt", "def function_1(x", "--max-new-tokens", "8"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("def function_1(x") and len(r.stdout.strip()) > len("def function_1(x")
+
+
+def test_tokenizer_json_without_eos_is_refused(tmp_path):
+    src = make_corpus(tmp_path, n_files=2)
+    tok_dir = byte_bpe_dir(tmp_path, _docs(src), eos=None)
+    out = tmp_path / "data"
+    r = run_cli(["data_prep", str(src), "--tokenizer", str(tok_dir), "--out", str(out)])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1 and "EOS" in r.stderr
+    assert "tokenizer.json" in r.stderr and not out.exists()
