@@ -104,11 +104,12 @@ def test_prep_tokenizer_from_hf_directory(prepared_data, tmp_path):
                 assert (out / name).read_bytes() == (prepared_data / name).read_bytes(), name
 
 
-def test_prep_tokenizer_json_only_is_refused(prepared_data, tmp_path):
+def test_prep_damaged_tokenizer_json_is_refused(prepared_data, tmp_path):
+    """(A valid tokenizer.json-only directory is prepped: tests/data/test_import_hf_tokenizer.py.)"""
     hf_dir = tmp_path / "gpt2_like"
     hf_dir.mkdir()
     (hf_dir / "tokenizer.json").write_text("{}")
     out = tmp_path / "data"
     r = run_cli(prepared_data.parent / "corpus", "--out", out, "--tokenizer", hf_dir, "--workers", "1")
-    assert_user_error(r, str(hf_dir), "tokenizer.json")
+    assert_user_error(r, str(hf_dir / "tokenizer.json"), "not a Hugging Face tokenizer.json")
     assert not out.exists()

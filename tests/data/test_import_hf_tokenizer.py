@@ -12,6 +12,7 @@ from mythos.data import Tokenizer, read_metadata
 from mythos.data.indexed import IndexedDataset
 from mythos.data.tokenizer import file_sha256
 from tests.conftest import make_corpus, run_cli, train_args
+from tests.data.datahelp import assert_user_error
 
 EOS = "<|endoftext|>"
 
@@ -83,14 +84,28 @@ def test_hf_export_tokenizer_matches_ours(hf_prepared, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_and_generate_with_tokenizer_json(hf_prepared, tmp_path):
+def test_train_and_generate_with_tokenizer_json(hf_prepared, tmp_path, capsys, one_thread):
+    from mythos.evals.generate_cli import main as generate
+    from mythos.train.export import main as export
     out, _, _ = hf_prepared
     run = tmp_path / "run"
     r = run_cli(train_args(run, out, 4))
     assert r.returncode == 0, r.stderr[-2000:]
-    r = run_cli(["mythos.evals.generate_cli", str(run), "--prompt", "def function_1(x", "--max-new-tokens", "8"])
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.startswith("def function_1(x") and len(r.stdout.strip()) > len("def function_1(x")
+    assert export([str(run), "--out", str(tmp_path / "model.safetensors")]) == 0
+    outputs = []
+    for src in (run, tmp_path / "model.safetensors"):  # the run finds tokenizer.json beside its data; the export
+        capsys.readouterr()                             # file carries it
+        assert generate([str(src), "--prompt", "def function_1(x", "--max-new-tokens", "8"]) == 0
+        outputs.append(capsys.readouterr().out)
+        assert outputs[-1].startswith("def function_1(x") and len(outputs[-1].strip()) > len("def function_1(x")
+    assert outputs[0] == outputs[1]
+    from transformers import AutoTokenizer
+
+    from mythos.hf.export import export_hf
+    hf = export_hf(run, tmp_path / "hf")  # mythos-export --format hf: AutoTokenizer loads the tokenizer.json
+    auto, ours = AutoTokenizer.from_pretrained(str(hf)), Tokenizer(out / "tokenizer.json")
+    assert auto("def f(x):\n    λ→ café", add_special_tokens=False)["input_ids"] == ours.encode("def f(x):\n    λ→ café")
+    assert json.loads((hf / "config.json").read_text())["eos_token_id"] == auto.eos_token_id == ours.eos_id
 
 
 def test_tokenizer_json_without_eos_is_refused(tmp_path):
@@ -98,6 +113,5 @@ def test_tokenizer_json_without_eos_is_refused(tmp_path):
     tok_dir = byte_bpe_dir(tmp_path, _docs(src), eos=None)
     out = tmp_path / "data"
     r = run_cli(["data_prep", str(src), "--tokenizer", str(tok_dir), "--out", str(out)])
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1 and "EOS" in r.stderr
-    assert "tokenizer.json" in r.stderr and not out.exists()
+    assert_user_error(r, str(tok_dir / "tokenizer.json"), "no EOS token", "tokenizer_config.json")
+    assert not out.exists()
