@@ -38,9 +38,12 @@ def _read_config(path: Path) -> dict:
 def load_hf(path: str | os.PathLike):
     """(tokenizers.Tokenizer, (bos_id, eos_id, pad_id, unk_id)) of a tokenizer.json; -1 where a token is absent."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per prep worker; forks stay quiet
-    from tokenizers import Tokenizer as HFTokenizer
-
     path = Path(path)
+    try:
+        from tokenizers import Tokenizer as HFTokenizer
+    except ImportError:
+        raise UserError(f"{path}: a Hugging Face tokenizer.json needs the `tokenizers` package "
+                        "(pip install -e '.[hf]')") from None
     try:
         tok = HFTokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on malformed files

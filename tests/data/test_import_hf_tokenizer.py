@@ -14,6 +14,7 @@ from mythos.data.tokenizer import file_sha256
 from tests.conftest import make_corpus, run_cli, train_args
 from tests.data.datahelp import assert_user_error
 
+pytest.importorskip("tokenizers")  # the .[hf] extra
 EOS = "<|endoftext|>"
 
 
