@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 from mythos.data.loader import read_metadata
-from mythos.data.tokenizer import file_sha256
+from data_prep.tokenizer_import import copy_tokenizer
+from mythos.data.tokenizer import file_sha256, tokenizer_in
 from mythos.errors import UserError
 
 PART_RE = re.compile(r"^part-(\d{5})-of-(\d{5})$")
@@ -40,7 +41,7 @@ def check_shard_args(a) -> None:
         raise UserError(f"--shard-index {a.shard_index} --num-shards {a.num_shards}: need 0 <= index < count")
     if a.tokenizer_only:
         raise UserError("--tokenizer-only trains the one tokenizer for all shards: drop --num-shards/--shard-index")
-    shared = Path(a.out) / "tokenizer.model"
+    shared = tokenizer_in(a.out)  # tokenizer.model, or a tokenizer.json put there by --tokenizer-only --tokenizer
     if a.tokenizer is None:
         if not shared.is_file():
             raise UserError(f"{shared}: missing; train it once first: mythos-prep SOURCE... --out {a.out} "
@@ -60,21 +61,23 @@ def select(docs, a):
 
 
 def train_tokenizer_only(a, corpus) -> int:
-    """DIR/tokenizer.model from a sample of the corpus; kept if already there (a requeued task)."""
+    """DIR/tokenizer.model from a sample of the corpus (or the --tokenizer given, an HF tokenizer.json included);
+    kept if already there (a requeued task)."""
     from data_prep.tokenizer_train import sample_documents, train_tokenizer
 
     out = Path(a.out)
-    model = out / "tokenizer.model"
+    model = tokenizer_in(out)
     if model.is_file() and not a.overwrite:
         print(f"{model}: exists, kept (--overwrite retrains it)", file=sys.stderr)
         return 0
     out.mkdir(parents=True, exist_ok=True)
     if a.tokenizer:  # given: every task uses this one
-        model.write_bytes(Path(a.tokenizer).read_bytes())
+        copy_tokenizer(a.tokenizer, out)
         return 0
     sample = sample_documents(corpus, int(a.sample_mb * 1e6), int(a.sample_mb * 50e6))
     tmp = out / "tokenizer.model.tmp"
     train_tokenizer(sample, a.vocab_size, tmp)
+    model = out / "tokenizer.model"
     os.replace(tmp, model)
     print(f"{model}: vocab {a.vocab_size}, trained on {len(sample)} documents")
     return 0
@@ -94,13 +97,14 @@ def merge(out_dir: str) -> int:
     if missing:
         raise UserError(f"{out}: parts not finished: {', '.join(missing)}")
     metas = [read_metadata(p) for p in parts]
-    tok = out / "tokenizer.model"
+    name = metas[0]["tokenizer"].get("file", "tokenizer.model")
+    tok = out / name
     sha = file_sha256(tok) if tok.is_file() else metas[0]["tokenizer"]["sha256"]
     for p, m in zip(parts, metas):
         if m["tokenizer"]["sha256"] != sha or m["dtype"] != metas[0]["dtype"]:
             raise UserError(f"{p / 'metadata.json'}: tokenizer or dtype differs from the other parts")
     if not tok.is_file():
-        tok.write_bytes((parts[0] / "tokenizer.model").read_bytes())
+        copy_tokenizer(str(parts[0] / name), out)
     real_val = [i for i, m in enumerate(metas) if not m.get("val_fallback")]
     if not any(metas[i]["splits"]["val"]["documents"] for i in real_val) and metas[0]["val_fraction"] > 0:
         real_val = [min(range(n), key=lambda i: metas[i].get("val_fallback_hash", 2.0))]  # the corpus's lowest hash

@@ -5,7 +5,8 @@ The .bin/.idx format is the one we write (mythos/data/indexed.py). What metadata
 - splits: Megatron keeps one file per corpus and splits by document (`--split 969,30,1`); we hold out the last 1%
   of documents (at least one; a one-document file serves as both) as `val`, the rest is `train`. Sequences of a
   document (`--split-sentences`) stay together: the cut follows the .idx document index.
-- vocab_size: the tokenizer's if a SentencePiece `tokenizer.model` sits next to the prefix, else the largest token
+- vocab_size: the tokenizer's if a SentencePiece `tokenizer.model` (or an HF `tokenizer.json`) sits next to the
+  prefix, else the largest token
   id + 1; a model's vocab_size is accepted when every id is below it (Megatron pads vocabularies to a multiple of
   128, so equality would be too strict).
 - EOS between documents exists only if preprocess_data ran with `--append-eod`; windows are packed across
@@ -67,14 +68,14 @@ def megatron_metadata(prefix: str | os.PathLike) -> dict:
         entry = {"name": os.path.abspath(prefix), "tokens": part.n_tokens, "documents": len(part),
                  "sequence_range": [lo, hi]}
         splits[split] = {"documents": len(part), "tokens": part.n_tokens, "shards": [entry]}
-    tok = Path(prefix).parent / "tokenizer.model"
+    from mythos.data.tokenizer import Tokenizer, file_sha256, tokenizer_in
+    tok = tokenizer_in(Path(prefix).parent)  # tokenizer.model, else an HF tokenizer.json (+ tokenizer_config.json)
     meta = {"format_version": 1, "dtype": ds.dtype.name, "splits": splits, "megatron": True,
             "max_token": ds.max_token(), "eos_id": None}
     if tok.is_file():
-        from mythos.data.tokenizer import Tokenizer, file_sha256
         sp = Tokenizer(tok)
         meta.update(vocab_size=sp.vocab_size, eos_id=sp.eos_id, bos_id=sp.bos_id,
-                    tokenizer={"file": "tokenizer.model", "sha256": file_sha256(tok), "type": "sentencepiece"})
+                    tokenizer={"file": tok.name, "sha256": file_sha256(tok), "type": sp.kind})
         if meta["max_token"] >= sp.vocab_size:
             raise UserError(f"{prefix}.bin: token id {meta['max_token']} >= vocab_size {sp.vocab_size} of {tok}")
     else:

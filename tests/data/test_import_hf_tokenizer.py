@@ -84,6 +84,38 @@ def test_hf_export_tokenizer_matches_ours(hf_prepared, tmp_path):
         assert auto(t, add_special_tokens=False)["input_ids"] == ours.encode(t)
 
 
+def test_sharded_prep_with_tokenizer_json(hf_prepared, tmp_path):
+    """--tokenizer-only --tokenizer HF_DIR puts tokenizer.json (+ config) in DIR; the tasks and the merge use it."""
+    from data_prep.cli import main
+    from tests.data.test_sharded_prep import PREP, documents
+    single, tok_dir, _ = hf_prepared
+    out = tmp_path / "sharded"
+    assert main([str(single.parent / "corpus"), "--out", str(out), "--tokenizer-only", "--tokenizer", str(tok_dir),
+                 *PREP]) == 0
+    for i in range(2):
+        assert main([str(single.parent / "corpus"), "--out", str(out), "--num-shards", "2", "--shard-index", str(i),
+                     "--val-fraction", "0.1", *PREP]) == 0
+    assert main(["merge", str(out)]) == 0
+    meta = read_metadata(out)
+    assert meta["tokenizer"] == read_metadata(single)["tokenizer"] and (out / "tokenizer_config.json").is_file()
+    for split in ("train", "val"):
+        assert documents(out, split) == documents(single, split) and documents(out, split)
+
+
+def test_megatron_prefix_with_tokenizer_json_beside_it(hf_prepared, tmp_path):
+    """Megatron-LM shards made with a GPT-2-style tokenizer: tokenizer.json beside the prefix gives the vocab."""
+    from tests.data.megatron_ref import write_megatron
+    out, tok_dir, texts = hf_prepared
+    tok = Tokenizer(out / "tokenizer.json")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tok_dir / name).read_bytes())
+    prefix = write_megatron(tmp_path / "c_text_document", [[tok.encode(t) + [tok.eos_id]] for t in texts],
+                            tok.vocab_size)
+    meta = read_metadata(prefix)
+    assert meta["vocab_size"] == tok.vocab_size > meta["max_token"] and meta["eos_id"] == tok.eos_id
+    assert meta["tokenizer"]["file"] == "tokenizer.json" and meta["tokenizer"]["type"] == "huggingface"
+
+
 @pytest.mark.slow
 def test_train_and_generate_with_tokenizer_json(hf_prepared, tmp_path, capsys, one_thread):
     from mythos.evals.generate_cli import main as generate
