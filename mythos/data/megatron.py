@@ -6,8 +6,7 @@ The .bin/.idx format is the one we write (mythos/data/indexed.py). What metadata
   of documents (at least one; a one-document file serves as both) as `val`, the rest is `train`. Sequences of a
   document (`--split-sentences`) stay together: the cut follows the .idx document index.
 - vocab_size: the tokenizer's if a SentencePiece `tokenizer.model` (or an HF `tokenizer.json`) sits next to the
-  prefix, else the largest token
-  id + 1; a model's vocab_size is accepted when every id is below it (Megatron pads vocabularies to a multiple of
+  prefix, else the largest token id + 1; a model's vocab_size is accepted when every id is below it (Megatron pads vocabularies to a multiple of
   128, so equality would be too strict).
 - EOS between documents exists only if preprocess_data ran with `--append-eod`; windows are packed across
   documents either way, as Megatron's GPTDataset does.
