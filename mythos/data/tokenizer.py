@@ -69,8 +69,9 @@ class Tokenizer:
         return self.sp.encode(text)
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
-        if self.hf is not None:
-            return [e.ids for e in self.hf.encode_batch(texts, add_special_tokens=False)]
+        if self.hf is not None:  # encode_batch_fast (tokenizers >= 0.21): no offsets, ~1.5x faster, same ids
+            batch = getattr(self.hf, "encode_batch_fast", self.hf.encode_batch)
+            return [e.ids for e in batch(texts, add_special_tokens=False)]
         return self.sp.encode(texts, num_threads=1)
 
     def decode(self, ids) -> str:
