@@ -141,6 +141,27 @@ def test_train_and_generate_with_tokenizer_json(hf_prepared, tmp_path, capsys, o
     assert json.loads((hf / "config.json").read_text())["eos_token_id"] == auto.eos_token_id == ours.eos_id
 
 
+def test_large_vocab_tokenizer_json_gives_int32_shards(tmp_path):
+    """A vocab past uint16 (Llama-3's 128256) is written as int32, ids above 65535 intact."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+    vocab = {"[UNK]": 0, EOS: 1, **{f"w{i}": i + 2 for i in range(70_000)}}
+    tok = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    (tmp_path / "tok").mkdir()
+    tok.save(str(tmp_path / "tok" / "tokenizer.json"))
+    (tmp_path / "tok" / "tokenizer_config.json").write_text(json.dumps({"eos_token": EOS, "unk_token": "[UNK]"}))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("w69999 w3 w65534 zzz")
+    r = run_cli(["data_prep", str(tmp_path / "src"), "--tokenizer", str(tmp_path / "tok"), "--out",
+                 str(tmp_path / "out"), "--val-fraction", "0", "--workers", "1", "--no-progress"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = read_metadata(tmp_path / "out")
+    assert meta["dtype"] == "int32" and meta["vocab_size"] == 70_002 and meta["unk_id"] == 0
+    ds = IndexedDataset(tmp_path / "out" / meta["splits"]["train"]["shards"][0]["name"])
+    assert ds[0].tolist() == [70_001, 5, 65_536, 0, 1]
+
+
 def test_tokenizer_json_without_eos_is_refused(tmp_path):
     src = make_corpus(tmp_path, n_files=2)
     tok_dir = byte_bpe_dir(tmp_path, _docs(src), eos=None)
