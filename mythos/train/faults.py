@@ -2,7 +2,9 @@
 
 `checkpoint_write@N` SIGKILLs the process in the middle of writing checkpoint N (after its shards are written, before
 the commit; with async saves this is in the background writer); `nan_loss@N` makes step N's loss non-finite;
-`hang@N` makes the last rank hang at the start of step N (blocked, as in stuck I/O) for the watchdog to find.
+`hang@N` makes the last rank hang at the start of step N (blocked, as in stuck I/O) for the watchdog to find;
+`slow_startup@S` adds S seconds to start-up before the model is built (a signal sent then lands in start-up on any
+machine).
 Unset in normal runs, where `hook` does nothing.
 """
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 
 def _parse() -> set[tuple[str, int]]:
@@ -29,6 +32,8 @@ def active(where: str, step: int) -> bool:
 
 
 def hook(where: str, step: int) -> None:
+    if where == "startup":
+        time.sleep(sum(s for w, s in _FAULTS if w == "slow_startup"))
     if where == "checkpoint_write" and active(where, step):
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "step" and active("hang", step):

@@ -68,6 +68,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         save_config(cfg, run_dir / "config.toml")
 
     # ---- model, optimizer, data
+    faults.hook("startup", 0)
     torch.manual_seed(t.seed)
     with meta_device():  # no rank builds the whole model: parallelize materialises its shards
         model = Mythos(cfg.model)

@@ -61,10 +61,11 @@ def test_scontrol_requeue_resumes_bitwise(slurm, prepared_data, reference_losses
 
 
 def test_signal_during_startup_exits_75_and_requeues(slurm, prepared_data, reference_losses, tmp_path):
-    """USR1 3 s after the job starts, before the first step (torch import and model build): exit 75, requeued by
-    the template, then the run completes."""
+    """USR1 3 s after the job starts, before the first step (torch import and model build, stretched by 8 s of
+    injected start-up time so that a fast machine is still starting up): exit 75, requeued by the template, then the
+    run completes."""
     run = tmp_path / "run"
-    job = submit_template(slurm, "train.sbatch", run, prepared_data)
+    job = submit_template(slurm, "train.sbatch", run, prepared_data, env={"MYTHOS_FAULTS": "slow_startup@8"})
     slurm.wait_state(job, ("RUNNING",))
     time.sleep(3)
     assert not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text(), "too late: already trained"
