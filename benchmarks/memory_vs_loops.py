@@ -2,7 +2,8 @@
 
 Each (T, ac) setting runs in a FRESH process: one forward + backward of the `tiny` model (backprop through ALL loops,
 backprop_k = 0, so without checkpointing the activations of every loop are kept) and reports
-resource.getrusage(RUSAGE_SELF).ru_maxrss (tracemalloc misses tensors) and the resident memory before the forward.
+the peak resident set size (tracemalloc misses tensors: the kernel's VmHWM, reset just before the forward, or
+ru_maxrss where it cannot be reset) and the resident memory before the forward.
 
 Allocator: glibc raises its mmap threshold dynamically after large frees, after which freed activation buffers stay
 in the heap and ru_maxrss grows with fragmentation rather than with live tensors. The children therefore run with
@@ -31,6 +32,24 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _reset_peak() -> bool:
+    """Restart the kernel's peak-RSS counter (VmHWM) so that a spike before the step (imports, model build) cannot
+    pass for the step's peak; False where /proc/self/clear_refs is not writable (then ru_maxrss is used)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_mb(reset: bool) -> float:
+    if reset:
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM:")).split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def one(loops: int, ac: str, batch: int, seq_len: int, dim: int, warmup: bool = False) -> dict:
     sys.path.insert(0, str(REPO))
     import torch
@@ -54,10 +73,11 @@ def one(loops: int, ac: str, batch: int, seq_len: int, dim: int, warmup: bool = 
         model.zero_grad(set_to_none=True)
         del out
     before = _rss_mb()
+    reset = _reset_peak()
     out = model(tokens[:, :-1], n_loops=loops)
     loss = F.cross_entropy(out.logits_BTV.flatten(0, 1), tokens[:, 1:].flatten())
     loss.backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_mb(reset)
     return {"loops": loops, "ac": ac, "peak_mb": round(peak, 1), "before_mb": round(before, 1),
             "delta_mb": round(peak - before, 1)}
 
