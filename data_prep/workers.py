@@ -34,6 +34,7 @@ _dtype = np.dtype(np.uint16)
 def _load(model_path: str, dtype: str) -> None:
     global _sp, _hf, _dtype
     _dtype = np.dtype(dtype)
+    _sp = _hf = None  # in-process encoders load once per prep: the previous prep's tokenizer must not stay active
     if is_hf_file(model_path):
         _hf = Tokenizer(model_path)
         return

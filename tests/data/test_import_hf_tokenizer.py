@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import sources as S
-from mythos.data import Tokenizer, read_metadata
+from mythos.data import Tokenizer, open_split, read_metadata
 from mythos.data.indexed import IndexedDataset
 from mythos.data.tokenizer import file_sha256
 from tests.conftest import make_corpus, run_cli, train_args
@@ -169,3 +169,18 @@ def test_tokenizer_json_without_eos_is_refused(tmp_path):
     r = run_cli(["data_prep", str(src), "--tokenizer", str(tok_dir), "--out", str(out)])
     assert_user_error(r, str(tok_dir / "tokenizer.json"), "no EOS token", "tokenizer_config.json")
     assert not out.exists()
+
+
+def test_sentencepiece_prep_after_an_hf_prep_in_one_process(hf_prepared, tmp_path):
+    """Encoders loaded in-process (one worker) keep module state: a SentencePiece prep after an HF one must not
+    encode with the HF tokenizer (it did: EOS ids were the HF tokenizer's)."""
+    from data_prep import workers
+    from data_prep.cli import main
+    single, tok_dir, _ = hf_prepared
+    workers._load(str(tok_dir / "tokenizer.json"), "uint16")  # what an in-process HF prep leaves behind
+    out = tmp_path / "spm"
+    assert main([str(single.parent / "corpus"), "--out", str(out), "--vocab-size", "300", "--workers", "1",
+                 "--val-fraction", "0.1"]) == 0
+    meta = read_metadata(out)
+    ds = open_split(out, "train", meta)[0]
+    assert int(ds[0][-1]) == meta["eos_id"]
