@@ -21,7 +21,8 @@ def _env_int(*names: str, default: int) -> int:
 def _slurm_rendezvous() -> None:
     """Under `srun` without torchrun (one task per process: the sbatch template or submitit), take the rendezvous
     from SLURM through submitit's TorchDistributedEnvironment: the job's first node is the master, the port a
-    function of the job id (so concurrent jobs do not collide); MASTER_ADDR/MASTER_PORT already set are kept."""
+    function of the job id and its restart count (so concurrent jobs and a job's quick restarts do not collide);
+    MASTER_ADDR/MASTER_PORT already set are kept."""
     if "RANK" in os.environ or int(os.environ.get("SLURM_NTASKS", "1")) <= 1 or "SLURM_PROCID" not in os.environ:
         return
     from submitit.helpers import TorchDistributedEnvironment
@@ -29,7 +30,10 @@ def _slurm_rendezvous() -> None:
     os.environ.setdefault("SUBMITIT_EXECUTOR", "slurm")  # how submitit knows its environment (set in its scripts)
     found = TorchDistributedEnvironment()
     os.environ.setdefault("MASTER_ADDR", found.master_addr)
-    os.environ.setdefault("MASTER_PORT", str(found.master_port))
+    # submitit's port is a function of the job id alone; a requeued job that restarts at once would find the port
+    # still held by its previous run's exiting rank 0 (EADDRINUSE, seen in the tests): move it with each restart.
+    restart = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    os.environ.setdefault("MASTER_PORT", str(20000 + (found.master_port - 20000 + 101 * restart) % 40000))
     os.environ.update(RANK=str(found.rank), WORLD_SIZE=str(found.world_size), LOCAL_RANK=str(found.local_rank),
                       LOCAL_WORLD_SIZE=str(found.local_world_size))
 
