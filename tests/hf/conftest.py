@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ if importlib.util.find_spec("transformers") is None:  # the optional extra `.[hf
     collect_ignore_glob = ["test_*.py"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# trust_remote_code copies each export's modeling code into a module cache, by default ~/.cache/huggingface/modules
+# shared by every process of the machine: a test run gets its own, so concurrent runs never import each other's files.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="mythos-hf-modules-"))
 
 
 @pytest.fixture(scope="session", autouse=True)
