@@ -5,6 +5,12 @@ expert_mm(x [M, K], w [E, K, N], offs [E] int32 cumulative row counts) -> [M, N]
 Kernel: `torch._grouped_mm` where it runs (CPU: fp32/bf16/fp16; CUDA: bf16 on sm90+; 16-byte aligned dims), else a loop over the experts'
 contiguous row slices (float64, older GPUs). Backward is the same op on transposed weights plus a grouped weight
 gradient, so gradients take the same fast path.
+
+Defined once per process: `torch.library.custom_op` under a name that is already registered destroys the earlier
+registration, and the earlier module's op object then calls a freed dispatcher entry (a segfault or std::bad_alloc,
+intermittent). That happens whenever these sources are imported twice: an HF export loaded from two directories, or
+twice, in one process (its bundled copy uses a namespace named after a hash of the sources, so equal names mean equal
+code). A second import therefore reuses the live op; its own `force_slice_loop` then does not reach the kernel.
 """
 from __future__ import annotations
 
@@ -42,8 +48,13 @@ def _bounds(offs: torch.Tensor) -> list[tuple[int, int, int]]:
     return [(e, s, t) for e, (s, t) in enumerate(zip([0] + ends[:-1], ends)) if t > s]
 
 
-@torch.library.custom_op("mythos::expert_mm", mutates_args=())
-def expert_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+def _registered(qualname: str):
+    """The live op already registered under qualname ("ns::name"), or None."""
+    namespace, name = qualname.split("::")
+    return getattr(getattr(torch.ops, namespace), name, None)
+
+
+def _expert_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     if x.shape[0] == 0:
         return x.new_zeros(0, w.shape[-1])
     if grouped_mm_supported(x, w):
@@ -54,13 +65,11 @@ def expert_mm(x: torch.Tensor, w: torch.Tensor, offs: torch.Tensor) -> torch.Ten
     return out
 
 
-@expert_mm.register_fake
-def _(x, w, offs):
+def _expert_mm_fake(x, w, offs):
     return x.new_empty(x.shape[0], w.shape[-1])
 
 
-@torch.library.custom_op("mythos::expert_mm_wgrad", mutates_args=())
-def expert_mm_wgrad(x: torch.Tensor, g: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
+def _expert_mm_wgrad(x: torch.Tensor, g: torch.Tensor, offs: torch.Tensor) -> torch.Tensor:
     """[E, K, N]: x[rows of e]^T @ g[rows of e] per expert (zeros for experts without rows)."""
     n_exp = offs.shape[0]
     if x.shape[0] > 0 and grouped_mm_supported(x, g):
@@ -71,8 +80,7 @@ def expert_mm_wgrad(x: torch.Tensor, g: torch.Tensor, offs: torch.Tensor) -> tor
     return out
 
 
-@expert_mm_wgrad.register_fake
-def _(x, g, offs):
+def _expert_mm_wgrad_fake(x, g, offs):
     return x.new_empty(offs.shape[0], x.shape[1], g.shape[1])
 
 
@@ -89,4 +97,15 @@ def _backward(ctx, grad):
     return dx, dw, None
 
 
-expert_mm.register_autograd(_backward, setup_context=_setup_context)
+def _define(qualname: str, kernel, fake):
+    op = torch.library.custom_op(qualname, kernel, mutates_args=())
+    op.register_fake(fake)
+    return op
+
+
+expert_mm = _registered("mythos::expert_mm")
+expert_mm_wgrad = _registered("mythos::expert_mm_wgrad")
+if expert_mm is None or expert_mm_wgrad is None:  # the first import of these sources in this process
+    expert_mm = _define("mythos::expert_mm", _expert_mm, _expert_mm_fake)
+    expert_mm_wgrad = _define("mythos::expert_mm_wgrad", _expert_mm_wgrad, _expert_mm_wgrad_fake)
+    expert_mm.register_autograd(_backward, setup_context=_setup_context)
