@@ -3,8 +3,10 @@
 `checkpoint_write@N` SIGKILLs the process in the middle of writing checkpoint N (after its shards are written, before
 the commit; with async saves this is in the background writer); `nan_loss@N` makes step N's loss non-finite;
 `hang@N` makes the last rank hang at the start of step N (blocked, as in stuck I/O) for the watchdog to find;
-`slow_startup@S` adds S seconds to start-up before the model is built (a signal sent then lands in start-up on any
-machine).
+`slow_startup@S` adds S seconds to start-up before the model is built; `startup_gate@R` makes start-up of attempt R
+(SLURM_RESTART_COUNT, 0 when unset) write `startup_gate.rankN` in the working directory and wait (up to 300 s) until
+this process has a stop signal: a test then signals after seeing every rank's file, so the signal lands in start-up
+on any machine, at any load, with the handlers installed.
 Unset in normal runs, where `hook` does nothing.
 """
 from __future__ import annotations
@@ -31,9 +33,21 @@ def active(where: str, step: int) -> bool:
     return (where, step) in _FAULTS
 
 
+def _startup_gate() -> None:
+    from mythos.train.signals import stop_flag
+
+    flag = stop_flag()
+    open(f"startup_gate.rank{os.environ.get('RANK', '0')}", "w").close()
+    deadline = time.monotonic() + 300
+    while flag.signum is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def hook(where: str, step: int) -> None:
     if where == "startup":
         time.sleep(sum(s for w, s in _FAULTS if w == "slow_startup"))
+        if active("startup_gate", int(os.environ.get("SLURM_RESTART_COUNT") or 0)):
+            _startup_gate()
     if where == "checkpoint_write" and active(where, step):
         os.kill(os.getpid(), signal.SIGKILL)
     if where == "step" and active("hang", step):

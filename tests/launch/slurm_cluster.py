@@ -10,16 +10,21 @@ import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path("/tmp/mythos-slurm-test")  # fixed, so a leftover can be found; only these tests run SLURM here
+LAST_LOGS = Path("/tmp/mythos-slurm-test-logs")
 BRIDGE = "mythosbr0"
 SUBNET = "10.99.0"
 NODES = ("node1", "node2")
 CTLD_PORT = 16817
 SLURMD_PORT = 16818
+# A requeued job waits cred_expire + 1 s before it may start again, so that the nodes' revocation of its previous
+# credential has expired: started sooner (as an earlier `scontrol update StartTime=now` did), the new launch can reach
+# a node before that node has processed the old instance's termination, is refused ("Job credential revoked") and the
+# job ends FAILED. 5 s (SLURM's default is 120) keeps requeue tests quick and the safety SLURM relies on.
+CRED_EXPIRE_S = 5
 CPUS_PER_NODE = 4  # more than the machine has: lets the SLURM tests run jobs side by side
 TOOLS = ("slurmctld", "slurmd", "munged", "sbatch", "scontrol", "squeue", "ip", "nsenter", "unshare", "runuser")
 
@@ -79,13 +84,10 @@ class SlurmCluster:
         self.conf = root / "slurm.conf"
         self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
         self._procs: list[subprocess.Popen] = []
-        self._stop_release = threading.Event()
-        self._releaser: threading.Thread | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------------------
     def cleanup(self) -> None:
         """Stop whatever an earlier run left (daemons by their pid files, namespaces, bridge, the directory)."""
-        self._stop_release.set()
         for p in self._procs:
             if p.poll() is None:
                 p.terminate()
@@ -106,6 +108,9 @@ class SlurmCluster:
             _run("ip", "netns", "del", f"mythos-{node}", check=False)
             _run("ip", "link", "del", f"mv{node}", check=False)
         _run("ip", "link", "del", BRIDGE, check=False)
+        if (self.root / "log").is_dir():  # the last cluster's logs outlive it, for a post-mortem
+            shutil.rmtree(LAST_LOGS, ignore_errors=True)
+            shutil.copytree(self.root / "log", LAST_LOGS, dirs_exist_ok=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def start(self) -> "SlurmCluster":
@@ -131,15 +136,9 @@ class SlurmCluster:
                                  stdout=subprocess.DEVNULL, stderr=open(self.root / f"log/{node}.err", "w"))
             self._procs.append(p)
         self._wait_nodes_idle(timeout=60)
-        self._releaser = threading.Thread(target=self._release_requeued, daemon=True)
-        self._stop_release.clear()
-        self._releaser.start()
         return self
 
     def stop(self) -> None:
-        self._stop_release.set()
-        if self._releaser:
-            self._releaser.join(timeout=5)
         _run("scancel", "--full", "--user=root", check=False)
         deadline = time.monotonic() + 20
         while self.queue() and time.monotonic() < deadline:  # let the steps end before their daemons go
@@ -189,7 +188,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={self.munge_socket}
+AuthInfo=socket={self.munge_socket},cred_expire={CRED_EXPIRE_S}
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -202,6 +201,8 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 JobRequeue=1
 KillWait=10
+SlurmctldDebug=debug
+SlurmdDebug=debug
 MinJobAge=600
 SchedulerParameters=sched_interval=1
 StateSaveLocation={r}/state
@@ -224,15 +225,6 @@ SlurmdLogFile={r}/log/slurmd.%n.log
                 return
             time.sleep(0.2)
         raise RuntimeError(f"SLURM nodes not idle after {timeout} s: {out.strip()!r}; see {self.root / 'log'}")
-
-    def _release_requeued(self) -> None:
-        """A requeued job waits ~2 min for its BeginTime; make it eligible at once (design note §5)."""
-        while not self._stop_release.wait(0.3):
-            r = _run("squeue", "-h", "-t", "PD", "-o", "%i %r", check=False)
-            for line in r.stdout.splitlines():
-                jid, _, reason = line.partition(" ")
-                if reason.strip() == "BeginTime":
-                    _run("scontrol", "update", f"JobId={jid}", "StartTime=now", check=False)
 
     # ---- job helpers --------------------------------------------------------------------------------------------
     def sbatch(self, *args: str, cwd: Path | None = None, env: dict | None = None) -> str:
@@ -260,6 +252,17 @@ SlurmdLogFile={r}/log/slurmd.%n.log
     def wait_done(self, job_id: str, timeout: float = 240) -> dict:
         return self.wait_state(job_id, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
                                         "BOOT_FAIL", "DEADLINE"), timeout)
+
+    def diagnose(self, job_id: str) -> str:
+        """What slurmctld and the slurmds logged about a job: appended to a failed assertion's message."""
+        pat = re.compile(rf"JobId={job_id}\b|job[ _]?{job_id}\b|StepId={job_id}\.", re.I)
+        lines = [f"--- scontrol show job: {self.job(job_id)}"]
+        for log in sorted((self.root / "log").glob("*.log")):
+            try:
+                lines += [f"{log.name}: {ln}" for ln in log.read_text(errors="replace").splitlines() if pat.search(ln)]
+            except OSError:
+                continue
+        return "\n" + "\n".join(lines[-80:])
 
     def queue(self) -> list[str]:
         """Job ids currently pending or running."""

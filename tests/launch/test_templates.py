@@ -40,7 +40,7 @@ def test_template_runs_across_two_nodes(slurm, prepared_data, reference_losses, 
     job = submit_template(slurm, template, run, prepared_data, env=env)
     info = slurm.wait_done(job)
     out = log(run, job)
-    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert info["JobState"] == "COMPLETED", out[-3000:] + slurm.diagnose(job)
     assert info["NodeList"] == "node[1-2]"
     assert "world 2" in out
     assert losses(run) == reference_losses
@@ -55,24 +55,24 @@ def test_scontrol_requeue_resumes_bitwise(slurm, prepared_data, reference_losses
     assert r.returncode == 0, r.stderr
     info = slurm.wait_done(job)
     out = log(run, job)
-    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert info["JobState"] == "COMPLETED", out[-3000:] + slurm.diagnose(job)
     assert int(info["Restarts"]) >= 1 and "resumed from" in out
     assert losses(run) == reference_losses
 
 
 def test_signal_during_startup_exits_75_and_requeues(slurm, prepared_data, reference_losses, tmp_path):
-    """USR1 3 s after the job starts, before the first step (torch import and model build, stretched by 8 s of
-    injected start-up time so that a fast machine is still starting up): exit 75, requeued by the template, then the
-    run completes."""
+    """USR1 while every rank is in start-up (its handlers installed, the model not yet built): exit 75, requeued by
+    the template, then the run completes. Deterministic at any load: the first attempt's start-up waits at a gate
+    (fault `startup_gate@0`, which writes startup_gate.rankN) until its signal arrives; the test signals only once
+    both ranks are there."""
     run = tmp_path / "run"
-    job = submit_template(slurm, "train.sbatch", run, prepared_data, env={"MYTHOS_FAULTS": "slow_startup@8"})
-    slurm.wait_state(job, ("RUNNING",))
-    time.sleep(3)
+    job = submit_template(slurm, "train.sbatch", run, prepared_data, env={"MYTHOS_FAULTS": "startup_gate@0"})
+    wait_for(lambda: all((run / f"startup_gate.rank{r}").exists() for r in (0, 1)), what="both ranks at the gate")
     assert not (run / "metrics.jsonl").exists() or not (run / "metrics.jsonl").read_text(), "too late: already trained"
     slurm.scancel("--signal=USR1", job)
     info = slurm.wait_done(job)
     out = log(run, job)
-    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert info["JobState"] == "COMPLETED", out[-3000:] + slurm.diagnose(job)
     assert "stop requested (signal 10); checkpointed step 1; exit 75" in out
     assert "requeueing job" in out and int(info["Restarts"]) >= 1
     assert losses(run) == reference_losses
@@ -91,7 +91,7 @@ def test_scancel_leaves_a_valid_latest_and_a_new_job_resumes(slurm, prepared_dat
                          *job_train_args(run, prepared_data), env=job_env())
     info = slurm.wait_done(again)
     out = log(run, again)
-    assert info["JobState"] == "COMPLETED", out[-3000:]
+    assert info["JobState"] == "COMPLETED", out[-3000:] + slurm.diagnose(again)
     assert f"resumed from {run / 'checkpoints' / latest}" in out or "resumed from" in out
     assert losses(run) == reference_losses
     assert max(losses(run)) == STEPS

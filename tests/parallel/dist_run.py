@@ -151,10 +151,27 @@ def main(argv=None) -> None:
 
 
 # ---- launching ------------------------------------------------------------------------------------------------------
+_PORTS_PER_WORKER = 2500
+_next_port = 0
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below Linux's ephemeral range (32768+), from a block of its own per pytest-xdist worker: a port taken
+    with bind(0) can be handed to another worker's socket (or to gloo's own connections) before the rendezvous binds
+    it. Each call moves on, so back-to-back runs in one process never reuse a port still in TIME_WAIT."""
+    global _next_port
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    base = 10000 + _PORTS_PER_WORKER * (int(worker[2:]) if worker[2:].isdigit() else 0)
+    for _ in range(_PORTS_PER_WORKER):
+        port = base + (os.getpid() + _next_port) % _PORTS_PER_WORKER
+        _next_port += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {base}-{base + _PORTS_PER_WORKER - 1}")
 
 
 def start(nproc: int, argv: list[str], env_extra: dict | None = None) -> list[subprocess.Popen]:
