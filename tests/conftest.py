@@ -73,4 +73,3 @@ def read_metrics(run_dir: Path) -> dict[int, dict]:
     import json
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return {rec["step"]: rec for rec in map(json.loads, lines)}
-
