@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep import files as F
 from data_prep import sharded
 from data_prep import sources as S
 from data_prep.encode import SPLITS, ShardSink, run_encode, scan_complete
@@ -27,8 +28,11 @@ VAL_POLICY = ("a document goes to val when blake2b(its UTF-8 bytes) / 2**64 < va
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mythos-prep", description="Tokenize corpora into Megatron-format shards (see also: mythos-prep "
-        "inspect DIR). SOURCE: a directory, a .txt/.jsonl[.gz]/.parquet file, hf:NAME[:CONFIG][:SPLIT], or "
-        "stdlib; SOURCE@WEIGHT repeats (w > 1) or subsamples (w < 1) a source.")
+        "inspect DIR). SOURCE: a directory, a file, hf:NAME[:CONFIG][:SPLIT] (a `datasets` dataset or "
+        "save_to_disk folder), or stdlib (Python's own sources). Files: " + F.ACCEPTED + ". In a directory every "
+        "file is read or counted as skipped with its reason (hidden, empty, binary, archive), reported at the end "
+        "and in metadata.json. SOURCE:KEY sets the JSONL field / Parquet column of that source alone; "
+        "SOURCE@WEIGHT repeats (w > 1) or subsamples (w < 1) a source: data/a.jsonl:body@0.3.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, help="output directory")
     tok = p.add_mutually_exclusive_group()
@@ -132,9 +136,10 @@ def prep(a) -> int:
     sources = [S.parse_source(s) for s in a.sources]
     out = Path(a.out)
     opts = S.ReadOptions(text_key=a.text_key, text_column=a.text_column)
-    if next(S.iter_corpus(sources, opts), None) is None:
+    probe = S.Stats()
+    if next(S.iter_corpus(sources, opts, probe), None) is None:
         where = ", ".join(s.target if s.kind != "hf" else s.spec for s in sources)
-        raise UserError(f"{where}: empty corpus (no non-empty documents found)")
+        raise UserError(f"{where}: empty corpus (no non-empty documents found; {probe.files.summary()})")
     if a.tokenizer_only:
         return sharded.train_tokenizer_only(a, S.iter_corpus(sources, opts))
     if a.tokenizer:
@@ -185,7 +190,7 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
         "documents": stats.docs, "bytes": stats.bytes, "val_fraction": a.val_fraction, "val_policy": VAL_POLICY,
         "val_fallback": res.val_fallback,
         "non_utf8": {"policy": "replace", "documents": stats.non_utf8_docs},
-        "empty_documents_skipped": stats.empty_docs, "eos_appended": True,
+        "empty_documents_skipped": stats.empty_docs, "eos_appended": True, "files": stats.files.to_json(),
         **({"val_fallback_hash": res.val_fallback_hash} if res.val_fallback else {}),
     }
     _write_json(out / "metadata.json", meta)
@@ -200,6 +205,8 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     print(f"non-UTF-8 documents (decoded with replacement characters): {stats.non_utf8_docs}; "
           f"empty documents skipped: {stats.empty_docs}" + ("; val: no document hashed into val, copied the "
                                                             "lowest-hash one" if res.val_fallback else ""))
+    if stats.files.n_read or stats.files.n_skipped:
+        print(stats.files.summary())
     return 0
 
 
