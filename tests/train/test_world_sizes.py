@@ -1,0 +1,60 @@
+"""The README's multi-rank commands on the shipped configs, under the real torchrun (tiny sizes, 2 steps): a config
+written for one rank runs on 2, expert parallel included; a world size that does not divide the batch is one
+line from rank 0, first on stderr and as torchrun's root cause."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, TINY_MODEL_ARGS
+
+pytestmark = pytest.mark.slow
+SHORT = ["--train.steps", "2", "--train.seq_len", "32", "--train.log_interval", "1", "--data.val_batches", "1",
+         "--checkpoint.interval", "0", "--metrics.tensorboard", "false"]
+
+
+def torchrun(nproc: int, config: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    exe = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    cmd = [exe, "--nproc-per-node", str(nproc), "-m", "mythos.train.cli", "--config", f"configs/{config}", *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("config,extra", [("tiny-cpu.toml", []), ("small.toml", ["--parallel.ep", "2"])])
+def test_readme_torchrun_commands_run_on_two_ranks(prepared_data, tmp_path, config, extra):
+    run = tmp_path / "run"
+    r = torchrun(2, config, *extra, "--data.path", str(prepared_data), "--run.dir", str(run), "--train.device",
+                 "cpu", *TINY_MODEL_ARGS, *SHORT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _metrics(run)
+    assert [m["step"] for m in rows] == [1, 2] and rows[0]["world_size"] == 2
+    start = next(ln for ln in r.stdout.splitlines() if ln.startswith("model "))
+    ep = 2 if extra else 1
+    assert f"world 2 = dp_shard {2 // ep} x ep {ep}" in start, start
+    want = ("batch 16 = 2 ranks x 1 x micro-batch 8" if config == "tiny-cpu.toml"
+            else "batch 64 = 2 ranks x 2 x micro-batch 16")
+    assert want in start, start
+
+
+def test_world_size_that_does_not_divide_the_batch_is_one_line(prepared_data, tmp_path):
+    r = torchrun(3, "tiny-cpu.toml", "--data.path", str(prepared_data), "--run.dir", str(tmp_path / "run"),
+                 *TINY_MODEL_ARGS, *SHORT, timeout=120)
+    assert r.returncode != 0
+    want = ("error: config key 'train.global_batch': 16 sequences do not split over 3 ranks; run on 2 or 4 ranks, "
+            "or set --train.global_batch 15 or 18")
+    lines = r.stderr.splitlines()
+    assert lines[0] == want, r.stderr[:2000]  # first, before anything torchrun prints
+    assert sum(ln.startswith("error:") for ln in lines) == 1  # rank 0 alone
+    root = r.stderr[r.stderr.index("Root Cause"):]
+    assert want in root and "rank      : 0" in root  # torchrun's summary names it as the root cause
+    assert not (tmp_path / "run").exists()  # refused before anything was written
