@@ -1,5 +1,5 @@
 """The README's multi-rank commands on the shipped configs, under the real torchrun (tiny sizes, 2 steps): a config
-written for one rank runs on 2, expert parallel included; a world size that does not divide the batch is one
+written for one rank runs on 2, small.toml with expert parallelism on 8; a world size that does not divide the batch is one
 line from rank 0, first on stderr and as torchrun's root cause."""
 from __future__ import annotations
 
@@ -30,19 +30,21 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("config,extra", [("tiny-cpu.toml", []), ("small.toml", ["--parallel.ep", "2"])])
-def test_readme_torchrun_commands_run_on_two_ranks(prepared_data, tmp_path, config, extra):
+@pytest.mark.parametrize("nproc,config,extra", [(2, "tiny-cpu.toml", []), (8, "small.toml", ["--parallel.ep", "2"])])
+def test_readme_torchrun_commands_run_at_their_rank_counts(prepared_data, tmp_path, nproc, config, extra):
+    """README: `torchrun --nproc-per-node 2 ... tiny-cpu.toml` and `--nproc-per-node 8 ... small.toml --parallel.ep
+    2` (the model shrunk to tiny sizes; the configs' batch settings as shipped)."""
     run = tmp_path / "run"
-    r = torchrun(2, config, *extra, "--data.path", str(prepared_data), "--run.dir", str(run), "--train.device",
+    r = torchrun(nproc, config, *extra, "--data.path", str(prepared_data), "--run.dir", str(run), "--train.device",
                  "cpu", *TINY_MODEL_ARGS, *SHORT)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _metrics(run)
-    assert [m["step"] for m in rows] == [1, 2] and rows[0]["world_size"] == 2
+    assert [m["step"] for m in rows] == [1, 2] and rows[0]["world_size"] == nproc
     start = next(ln for ln in r.stdout.splitlines() if ln.startswith("model "))
     ep = 2 if extra else 1
-    assert f"world 2 = dp_shard {2 // ep} x ep {ep}" in start, start
+    assert f"world {nproc} = dp_shard {nproc // ep} x ep {ep}" in start, start
     want = ("batch 16 = 2 ranks x 1 x micro-batch 8" if config == "tiny-cpu.toml"
-            else "batch 64 = 2 ranks x 2 x micro-batch 16")
+            else "batch 64 = 8 ranks x 1 x micro-batch 8")
     assert want in start, start
 
 
