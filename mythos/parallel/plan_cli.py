@@ -34,7 +34,7 @@ def plan(cfg, world: int, gpu_mem_gb: float, rank: int = 0) -> dict:
     from mythos.train.batch import largest_divisor_at_most
     fit = _largest_micro_batch(cfg, world, rank, res, gpu_mem_gb * GB - params - optim)
     per_rank = cfg.train.global_batch // world
-    res["per_rank_batch"] = per_rank
+    res["per_rank_batch"], res["largest_micro_batch_memory"] = per_rank, fit  # fit: by memory alone
     res["largest_micro_batch"] = largest_divisor_at_most(per_rank, fit) if fit >= 1 else 0
     return res
 
