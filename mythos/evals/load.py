@@ -58,6 +58,8 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    from mythos.perms import apply_umask
+    apply_umask(tmp)  # safetensors writes 0600: colleagues on a shared filesystem could not read it
     tmp.replace(out)
     return out
 
