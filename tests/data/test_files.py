@@ -137,3 +137,12 @@ def test_text_key_errors_name_the_file(tmp_path):
                       f"{tmp_path / 'a.jsonl'}:1: no key 'text'", f"{tmp_path / 'a.jsonl'}:KEY")
     assert_user_error(run_cli(f"{tmp_path / 'a.txt'}:body", "--out", tmp_path / "o", *PREP),
                       "a text file has no field")
+
+
+def test_help_lists_the_accepted_inputs():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.split())
+    for needle in ("recognised by content", ".gz, .bz2, .xz or .zst", "counted as skipped", "SOURCE:KEY",
+                   "--val-min-tokens"):
+        assert needle in text, needle
