@@ -19,7 +19,9 @@ def _si(n: int | None) -> str:
 
 
 def plot_loops(results: dict[int, float], stderr: dict[int, float], unigram: float, out: Path, title: str, *,
-               step: int | None = None, tokens_seen: int | None = None, scored: int | None = None) -> None:
+               step: int | None = None, tokens_seen: int | None = None, scored: int | None = None
+               ) -> tuple[float, float]:
+    """Writes the PNG; returns the y-axis limits (for tests)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -42,7 +44,8 @@ def plot_loops(results: dict[int, float], stderr: dict[int, float], unigram: flo
     ax.set_title(f"{title}\nstep {step if step is not None else '?'}, {_si(tokens_seen)} tokens trained, "
                  f"{_si(scored)} scored; spread {spread:.3f} nats, s.e. ≤ {max(es):.3f}", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8, framealpha=0.8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8, frameon=False)  # below: no overlap
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return lo - pad, hi + pad
