@@ -229,10 +229,10 @@ def submit_train(argv: list[str]) -> int:
     from mythos.parallel.mesh import mesh_shape
     from mythos.train.batch import batch_split
 
+    part, time_min, notes = cluster_checks(a, a.nodes, tasks, a.gpus_per_node)
     world = a.nodes * tasks
     split = batch_split(cfg, world, f"{a.nodes} nodes x {tasks} tasks")  # the rule the trainer applies
     mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
-    part, time_min, notes = cluster_checks(a, a.nodes, tasks, a.gpus_per_node)
     folder = Path(a.folder).resolve() if a.folder else run_dir / "slurm"
     a.partition = part["name"]
     ex = make_executor(folder, a, nodes=a.nodes, tasks_per_node=tasks, gpus_per_node=a.gpus_per_node,
