@@ -37,6 +37,7 @@ R_BINARY = "binary content"
 R_ARCHIVE = "archive (unpack it first)"
 R_ZSTD = "zstd-compressed, but the zstandard module is not installed (pip install zstandard)"
 R_CORRUPT = "corrupt compressed data"
+R_LINKDIR = "symlink to a directory (not followed; pass its target as a SOURCE)"
 
 
 def has_zstd() -> bool:
@@ -160,6 +161,10 @@ def walk(root: str, tally: FileTally | None):
         keep = []
         for d in sorted(dirnames):
             reason = R_HIDDEN if d.startswith(".") else R_CACHE if d in SKIP_DIRS else None
+            if reason is None and os.path.islink(os.path.join(dirpath, d)):
+                if tally is not None:
+                    tally.add_skip(os.path.join(dirpath, d), R_LINKDIR)
+                continue
             if reason is None:
                 keep.append(d)
             elif tally is not None:  # account for what we do not descend into

@@ -54,17 +54,19 @@ def test_mixed_directory_every_file_read_or_tallied(tmp_path, capsys):
     (d / ".git" / "config").write_text("[core]")
     (d / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"\x00" * 10)
     n_files = sum(1 for p in d.rglob("*") if p.is_file())
+    (d / "elsewhere").symlink_to(d / "sub")  # a linked directory is not followed, but it is counted
 
     out = tmp_path / "out"
     assert main([str(d), "--out", str(out), *PREP]) == 0
     line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("files:")]
-    assert line and line[0].startswith("files: 6 read") and "9 skipped" in line[0], line
+    assert line and line[0].startswith("files: 6 read") and "10 skipped" in line[0], line
     assert "binary content 3" in line[0] and ".png" in line[0], line[0]
 
     files = read_metadata(out)["files"]
-    assert files["read"] == 6 and files["read"] + files["skipped"] == n_files == 15
+    assert files["read"] == 6 and files["read"] + files["skipped"] == n_files + 1 == 16
     reasons = {r: v["files"] for r, v in files["skipped_reasons"].items()}
-    assert reasons == {F.R_BINARY: 3, F.R_EMPTY: 1, F.R_ARCHIVE: 1, F.R_CORRUPT: 1, F.R_HIDDEN: 2, F.R_CACHE: 1}
+    assert reasons == {F.R_BINARY: 3, F.R_EMPTY: 1, F.R_ARCHIVE: 1, F.R_CORRUPT: 1, F.R_HIDDEN: 2, F.R_CACHE: 1,
+                       F.R_LINKDIR: 1}
     assert files["skipped_reasons"][F.R_BINARY]["extensions"] == {".png": 1, ".bin": 1, ".gz": 1}
     assert files["read_extensions"]["(none)"] == 2 and files["read_extensions"][".md.bz2"] == 1
 
