@@ -80,11 +80,11 @@ class DistEnv:
 
 def task_threads(environ=None) -> int | None:
     """Intra-op threads for this process: SLURM's CPUs per task (SLURM_CPUS_PER_TASK, else the node's CPUs shared by
-    its tasks), so tasks sharing a node do not oversubscribe it; None to leave torch's default. An explicit
-    OMP_NUM_THREADS (torchrun sets 1 per worker) wins."""
+    its tasks), so tasks sharing a node do not oversubscribe it; None to leave torch as it is: outside SLURM, or
+    with an explicit OMP_NUM_THREADS (torchrun sets 1 per worker), which torch already follows."""
     env = os.environ if environ is None else environ
-    if env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
-        return int(env["OMP_NUM_THREADS"])
+    if env.get("OMP_NUM_THREADS", "").strip():
+        return None
     if env.get("SLURM_CPUS_PER_TASK", "").isdigit() and int(env["SLURM_CPUS_PER_TASK"]) > 0:
         return int(env["SLURM_CPUS_PER_TASK"])
     cpus, tasks = env.get("SLURM_CPUS_ON_NODE", ""), env.get("SLURM_NTASKS_PER_NODE", "")

@@ -21,7 +21,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
-
 @dataclasses.dataclass
 class Shape:
     world: int

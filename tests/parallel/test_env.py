@@ -38,7 +38,7 @@ def test_threads_follow_the_cpus_slurm_gives_each_task():
     assert task_threads({"SLURM_CPUS_ON_NODE": "2", "SLURM_NTASKS_PER_NODE": "2"}) == 1  # 2 tasks on a 2-CPU node
     assert task_threads({"SLURM_CPUS_ON_NODE": "16", "SLURM_TASKS_PER_NODE": "8(x2)"}) == 2
     assert task_threads({"SLURM_CPUS_ON_NODE": "3", "SLURM_NTASKS_PER_NODE": "4"}) == 1  # never 0
-    assert task_threads({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "8"}) == 1  # explicit wins (torchrun)
+    assert task_threads({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "8"}) is None  # explicit: torch follows it
     assert task_threads({"OMP_NUM_THREADS": "", "SLURM_CPUS_PER_TASK": "3"}) == 3
 
 
