@@ -33,7 +33,7 @@ SKIP = [  # (pattern, why it is not run here)
     (r"^source \.venv/bin/activate$", "shell state; the mythos-* names it puts on PATH are checked here"),
     (r"^torchrun .*--parallel\.backend deepspeed", "DeepSpeed at 8 ranks: the engine is tested at 2 ranks in "
                                                    "tests/train/test_deepspeed_*.py"),
-    (r"^torchrun ", "run as written at its rank count by tests/train/test_world_sizes.py"),
+    (r"^torchrun ", "read from here and run at its rank count by tests/train/test_world_sizes.py"),
     (r"^sbatch ", "needs a SLURM cluster: tests/launch/test_templates.py"),
     (r"--harness|^HF_HUB_OFFLINE=1 .*lm_eval", "lm-eval: tests/hf/test_harness.py"),
     (r"\.\.\.", "an abbreviation of the command above it"),

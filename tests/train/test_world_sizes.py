@@ -1,10 +1,11 @@
-"""The README's multi-rank commands on the shipped configs, under the real torchrun (tiny sizes, 2 steps): a config
-written for one rank runs on 2, small.toml with expert parallelism on 8; a world size that does not divide the batch is one
+"""The README's multi-rank commands on the shipped configs, under the real torchrun (tiny sizes, 2 steps), read from
+the README: tiny-cpu.toml, written for one rank, on 2; small.toml with expert parallelism on 8; a world size that does not divide the batch is one
 line from rank 0, first on stderr and as torchrun's root cause."""
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,22 +31,36 @@ def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("nproc,config,extra", [(2, "tiny-cpu.toml", []), (8, "small.toml", ["--parallel.ep", "2"])])
-def test_readme_torchrun_commands_run_at_their_rank_counts(prepared_data, tmp_path, nproc, config, extra):
-    """README: `torchrun --nproc-per-node 2 ... tiny-cpu.toml` and `--nproc-per-node 8 ... small.toml --parallel.ep
-    2` (the model shrunk to tiny sizes; the configs' batch settings as shipped)."""
+def readme_torchrun_commands() -> list[list[str]]:
+    """The README's torchrun lines on the FSDP engine (DeepSpeed's: tests/train/test_deepspeed_*.py)."""
+    from tests.test_readme import readme_commands
+    return [shlex.split(c) for c in readme_commands() if c.startswith("torchrun ") and "deepspeed" not in c]
+
+
+def test_the_readme_shows_these_rank_counts():
+    counts = sorted(int(c[c.index("--nproc-per-node") + 1]) for c in readme_torchrun_commands())
+    assert counts == [2, 8]
+
+
+@pytest.mark.parametrize("cmd", readme_torchrun_commands(), ids=lambda c: " ".join(c[1:3] + c[-2:]))
+def test_readme_torchrun_commands_run_at_their_rank_counts(prepared_data, tmp_path, cmd):
+    """Each README torchrun line as written (the model shrunk to tiny sizes, 2 steps; the configs' batch settings as
+    shipped, so the split is the one a user gets)."""
+    from mythos.config import load_config, parse_overrides
+    from mythos.train.batch import batch_split
+    nproc = int(cmd[cmd.index("--nproc-per-node") + 1])
+    args = cmd[cmd.index("--config") + 1:]  # --config FILE [overrides] as the README has them
     run = tmp_path / "run"
-    r = torchrun(nproc, config, *extra, "--data.path", str(prepared_data), "--run.dir", str(run), "--train.device",
-                 "cpu", *TINY_MODEL_ARGS, *SHORT)
+    r = torchrun(nproc, args[0].removeprefix("configs/"), *args[1:], "--data.path", str(prepared_data), "--run.dir",
+                 str(run), "--train.device", "cpu", *TINY_MODEL_ARGS, *SHORT)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = _metrics(run)
     assert [m["step"] for m in rows] == [1, 2] and rows[0]["world_size"] == nproc
     start = next(ln for ln in r.stdout.splitlines() if ln.startswith("model "))
-    ep = 2 if extra else 1
+    cfg = load_config(REPO / args[0], parse_overrides(args[1:]))
+    ep = cfg.parallel.ep
     assert f"world {nproc} = dp_shard {nproc // ep} x ep {ep}" in start, start
-    want = ("batch 16 = 2 ranks x 1 x micro-batch 8" if config == "tiny-cpu.toml"
-            else "batch 64 = 8 ranks x 1 x micro-batch 8")
-    assert want in start, start
+    assert f"batch {batch_split(cfg, nproc).describe()}" in start, start
 
 
 def test_world_size_that_does_not_divide_the_batch_is_one_line(prepared_data, tmp_path):
