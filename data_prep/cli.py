@@ -245,6 +245,11 @@ def inspect(argv: list[str]) -> int:
     print(f"{a.dir}: vocab {meta['vocab_size']} (bos {meta.get('bos_id')}, eos {meta['eos_id']}, "
           f"pad {meta.get('pad_id')}), dtype {meta['dtype']}, non-UTF-8 docs "
           f"{meta.get('non_utf8', {}).get('documents', '?')}")
+    files = meta.get("files")
+    if files and (files.get("read") or files.get("skipped")):
+        reasons = "; ".join(f"{r} {v['files']}" for r, v in sorted(files.get("skipped_reasons", {}).items(),
+                                                                    key=lambda kv: -kv[1]["files"]))
+        print(f"  files: {files['read']} read, {files['skipped']} skipped" + (f" ({reasons})" if reasons else ""))
     first = None
     for split in SPLITS:
         if split not in meta["splits"] or not meta["splits"][split]["shards"]:

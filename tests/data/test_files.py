@@ -71,7 +71,9 @@ def test_mixed_directory_every_file_read_or_tallied(tmp_path, capsys):
     assert files["read_extensions"]["(none)"] == 2 and files["read_extensions"][".md.bz2"] == 1
 
     got = decoded_docs(out, "train")
-    assert sorted(got) == sorted(t[:3] + ["GZ-MARKER " + t[3]] + t[4:])  # decoded text, not compressed bytes
+    assert sorted(got) == sorted(t[:3] + ["GZ-MARKER " + t[3]] + t[4:])
+    r = run_cli("inspect", out)
+    assert r.returncode == 0 and "files: 6 read, 10 skipped (binary content 3;" in r.stdout, r.stdout  # decoded text, not compressed bytes
     assert read_metadata(out)["non_utf8"]["documents"] == 0
 
 
