@@ -16,9 +16,7 @@ class SameOnEveryRank(UserError):
 
 
 EXIT_USER_ERROR = 2
-
-
-SILENT_RANK_WAIT_S = 30.0
+SILENT_RANK_WAIT_S = 30.0  # how long a silent rank waits for the launcher to end it after rank 0 reported
 
 
 def _launch_rank() -> int:
