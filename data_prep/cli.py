@@ -9,33 +9,42 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep import files as F
 from data_prep import sharded
 from data_prep import sources as S
 from data_prep.encode import SPLITS, ShardSink, run_encode, scan_complete
 from data_prep.tokenizer_import import HF_FILES, copy_tokenizer, resolve_tokenizer
 from data_prep.tokenizer_train import MIN_VOCAB, sample_documents, train_tokenizer
+from data_prep.valsplit import VAL_MIN_TOKENS, val_threshold
 from mythos.data.indexed import CODE_OF, dtype_capacity, dtype_for_vocab
 from mythos.data.loader import FORMAT_VERSION, check_vocab, open_split, read_metadata
 from mythos.data.tokenizer import Tokenizer, file_sha256
 from mythos.errors import UserError, cli_entry
 
 PLAN = "prep.json"  # the arguments of an unfinished prep, so a re-run can check it resumes the same job
-VAL_POLICY = ("a document goes to val when blake2b(its UTF-8 bytes) / 2**64 < val_fraction; if none does (tiny "
-              "corpus), the lowest-hash document is also copied into val (it stays in train)")
+VAL_POLICY = ("a document goes to val when blake2b(its UTF-8 bytes) / 2**64 < val_threshold: val_fraction, raised on "
+              "a corpus under 64 MB until val holds val_min_tokens (at most 20% of the bytes); if no document is "
+              "in val (tiny corpus), the lowest-hash document is also copied into val (it stays in train)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mythos-prep", description="Tokenize corpora into Megatron-format shards (see also: mythos-prep "
-        "inspect DIR). SOURCE: a directory, a .txt/.jsonl[.gz]/.parquet file, hf:NAME[:CONFIG][:SPLIT], or "
-        "stdlib; SOURCE@WEIGHT repeats (w > 1) or subsamples (w < 1) a source.")
+        "inspect DIR). SOURCE: a directory, a file, hf:NAME[:CONFIG][:SPLIT] (a `datasets` dataset or "
+        "save_to_disk folder), or stdlib (Python's own sources). Files: " + F.ACCEPTED + ". In a directory every "
+        "file is read or counted as skipped with its reason (hidden, empty, binary, archive), reported at the end "
+        "and in metadata.json. SOURCE:KEY sets the JSONL field / Parquet column of that source alone; "
+        "SOURCE@WEIGHT repeats (w > 1) or subsamples (w < 1) a source: data/a.jsonl:body@0.3.")
     p.add_argument("sources", nargs="+", metavar="SOURCE")
     p.add_argument("--out", required=True, help="output directory")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--vocab-size", type=int, default=None, help="train a SentencePiece BPE model (default 4096)")
     tok.add_argument("--tokenizer", help="use an existing SentencePiece .model or a Hugging Face tokenizer "
                      "directory (its SentencePiece model, else its tokenizer.json)")
-    p.add_argument("--val-fraction", type=float, default=0.01)
+    p.add_argument("--val-fraction", type=float, default=0.01, help="share of documents in the validation split")
+    p.add_argument("--val-min-tokens", type=int, default=VAL_MIN_TOKENS,
+                   help=f"on a small corpus, more documents go to val until it holds this many tokens (at most 20%% "
+                        f"of the corpus; default {VAL_MIN_TOKENS}; 0: the fraction alone)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoder processes (default: cores)")
     p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (cut at document ends)")
     p.add_argument("--text-key", default="text", help="JSONL field holding the text")
@@ -58,6 +67,8 @@ def _check_args(a) -> None:
         a.tokenizer = resolve_tokenizer(a.tokenizer)
     if not 0.0 <= a.val_fraction < 1.0:
         raise UserError(f"--val-fraction {a.val_fraction}: must be in [0, 1)")
+    if a.val_min_tokens < 0:
+        raise UserError(f"--val-min-tokens {a.val_min_tokens}: must be >= 0")
     if a.workers < 1:
         raise UserError(f"--workers {a.workers}: must be >= 1")
     if a.shard_tokens < 1:
@@ -76,7 +87,7 @@ def _check_args(a) -> None:
 def _plan(a, sources: list[S.Source]) -> dict:
     return {"sources": [S.describe(s) for s in sources], "vocab_size": a.vocab_size,
             "tokenizer_sha256": file_sha256(a.tokenizer) if a.tokenizer else None, "val_fraction": a.val_fraction,
-            "shard_tokens": a.shard_tokens, "text_key": a.text_key, "text_column": a.text_column,
+            "val_min_tokens": a.val_min_tokens, "shard_tokens": a.shard_tokens, "text_key": a.text_key, "text_column": a.text_column,
             "dtype": a.dtype, "sample_mb": a.sample_mb, "num_shards": a.num_shards, "shard_index": a.shard_index}
 
 
@@ -132,9 +143,10 @@ def prep(a) -> int:
     sources = [S.parse_source(s) for s in a.sources]
     out = Path(a.out)
     opts = S.ReadOptions(text_key=a.text_key, text_column=a.text_column)
-    if next(S.iter_corpus(sources, opts), None) is None:
+    probe = S.Stats()
+    if next(S.iter_corpus(sources, opts, probe), None) is None:
         where = ", ".join(s.target if s.kind != "hf" else s.spec for s in sources)
-        raise UserError(f"{where}: empty corpus (no non-empty documents found)")
+        raise UserError(f"{where}: empty corpus (no non-empty documents found; {probe.files.summary()})")
     if a.tokenizer_only:
         return sharded.train_tokenizer_only(a, S.iter_corpus(sources, opts))
     if a.tokenizer:
@@ -169,10 +181,12 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     done = sum(len(s.shards) for s in sinks.values())
     if done:
         print(f"skipping {done} complete shard(s) of the interrupted run", file=sys.stderr)
+    threshold, floored = val_threshold(S.iter_corpus(sources, opts), lambda text: len(tok.encode(text)) + 1,
+                                       a.val_fraction, a.val_min_tokens)  # the whole stream: same in every part
     stats = S.Stats()
     docs = sharded.select(S.iter_corpus(sources, opts, stats), a)  # all of them unless --num-shards
     res = run_encode(docs, str(model_path), sinks, workers=a.workers,
-                     val_fraction=a.val_fraction, progress=not a.no_progress)
+                     val_fraction=threshold, progress=not a.no_progress)
     splits = {s: {"documents": sum(x["documents"] for x in sinks[s].shards),
                   "tokens": sum(x["tokens"] for x in sinks[s].shards), "shards": sinks[s].shards} for s in SPLITS}
     meta = {
@@ -183,9 +197,10 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
         "splits": splits, "shard_tokens": a.shard_tokens,
         "sources": [dict(S.describe(s), **stats.per_source.get(s.spec, {})) for s in sources],
         "documents": stats.docs, "bytes": stats.bytes, "val_fraction": a.val_fraction, "val_policy": VAL_POLICY,
+        "val_min_tokens": a.val_min_tokens, "val_threshold": threshold, "val_floor_applied": floored,
         "val_fallback": res.val_fallback,
         "non_utf8": {"policy": "replace", "documents": stats.non_utf8_docs},
-        "empty_documents_skipped": stats.empty_docs, "eos_appended": True,
+        "empty_documents_skipped": stats.empty_docs, "eos_appended": True, "files": stats.files.to_json(),
         **({"val_fallback_hash": res.val_fallback_hash} if res.val_fallback else {}),
     }
     _write_json(out / "metadata.json", meta)
@@ -200,6 +215,15 @@ def _prep_into(a, sources: list[S.Source], opts: S.ReadOptions, out: Path) -> in
     print(f"non-UTF-8 documents (decoded with replacement characters): {stats.non_utf8_docs}; "
           f"empty documents skipped: {stats.empty_docs}" + ("; val: no document hashed into val, copied the "
                                                             "lowest-hash one" if res.val_fallback else ""))
+    if floored:
+        print(f"val: raised from --val-fraction {a.val_fraction} to {threshold:.4f} of the documents to hold "
+              f"--val-min-tokens {a.val_min_tokens}: {splits['val']['tokens']} tokens")
+    elif a.val_fraction > 0 and not a.num_shards and splits["val"]["tokens"] < a.val_min_tokens:
+        print(f"warning: the validation split holds {splits['val']['tokens']} tokens, under --val-min-tokens "
+              f"{a.val_min_tokens} (the floor takes at most 20% of the corpus); raise --val-fraction for a "
+              f"less noisy validation loss", file=sys.stderr)
+    if stats.files.n_read or stats.files.n_skipped:
+        print(stats.files.summary())
     return 0
 
 
@@ -221,6 +245,11 @@ def inspect(argv: list[str]) -> int:
     print(f"{a.dir}: vocab {meta['vocab_size']} (bos {meta.get('bos_id')}, eos {meta['eos_id']}, "
           f"pad {meta.get('pad_id')}), dtype {meta['dtype']}, non-UTF-8 docs "
           f"{meta.get('non_utf8', {}).get('documents', '?')}")
+    files = meta.get("files")
+    if files and (files.get("read") or files.get("skipped")):
+        reasons = "; ".join(f"{r} {v['files']}" for r, v in sorted(files.get("skipped_reasons", {}).items(),
+                                                                    key=lambda kv: -kv[1]["files"]))
+        print(f"  files: {files['read']} read, {files['skipped']} skipped" + (f" ({reasons})" if reasons else ""))
     first = None
     for split in SPLITS:
         if split not in meta["splits"] or not meta["splits"][split]["shards"]:

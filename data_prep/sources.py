@@ -1,8 +1,10 @@
 """Documents from every source kind, streamed in a deterministic order.
 
-Kinds: a directory (walked in sorted order; text-like files by extension, .jsonl[.gz] and .parquet by format),
-a single text / JSONL / Parquet file, `hf:NAME[:CONFIG][:SPLIT]` through `datasets`, and `stdlib` (the running
-Python's standard-library .py files: the embedded default corpus). `SOURCE@WEIGHT` rescales a source at prep time.
+Kinds: a directory (walked in sorted order; every file read or tallied as skipped with its reason, text recognised
+by content, compressed files decompressed: data_prep/files.py), a single text / JSONL / Parquet file (compressed
+too), `hf:NAME[:CONFIG][:SPLIT]` through `datasets`, and `stdlib` (the running Python's standard-library .py files:
+the embedded default corpus). `SOURCE@WEIGHT` rescales a source at prep time; `FILE:KEY` (or `DIR:KEY`) names the
+JSONL field / Parquet column of that source only, so one blend can mix files with different keys.
 
 Non-UTF-8 policy: bytes that are not valid UTF-8 are decoded with errors="replace" (each bad sequence becomes
 U+FFFD); the affected documents are counted (Stats.non_utf8_docs) and reported. Empty documents are skipped
@@ -10,7 +12,6 @@ U+FFFD); the affected documents are counted (Stats.non_utf8_docs) and reported. 
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import math
@@ -20,16 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from data_prep import files as F
 from mythos.data.loader import split_weight
 from mythos.errors import UserError
 
-TEXT_EXTS = {
-    ".txt", ".md", ".rst", ".py", ".pyi", ".c", ".h", ".cc", ".cpp", ".hpp", ".cu", ".js", ".ts", ".java", ".go",
-    ".rs", ".rb", ".sh", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".tex", ".html", ".css", ".sql", ".jl", ".lua",
-}
-JSONL_EXTS = (".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json.gz")
-PARQUET_EXTS = (".parquet",)
-SKIP_DIRS = {"__pycache__", "site-packages", "dist-packages", "node_modules"}
+SKIP_DIRS = F.SKIP_DIRS
 
 
 @dataclass
@@ -40,6 +36,7 @@ class Source:
     weight: float = 1.0
     config: str | None = None
     split: str | None = None
+    text_key: str | None = None  # FILE:KEY: this source's JSONL field / Parquet column (else the global option)
 
 
 @dataclass
@@ -49,6 +46,7 @@ class Stats:
     non_utf8_docs: int = 0
     empty_docs: int = 0
     per_source: dict = field(default_factory=dict)
+    files: F.FileTally = field(default_factory=F.FileTally)  # every file of the file sources: read or skipped
 
 
 @dataclass
@@ -73,21 +71,24 @@ def parse_source(spec: str) -> Source:
             raise UserError(f"{spec}: expected hf:NAME[:CONFIG][:SPLIT]")
         parts += [None] * (3 - len(parts))
         return Source(spec, "hf", parts[0], weight, parts[1] or None, parts[2] or None)
+    key = None
+    if not Path(body).exists() and ":" in body:  # FILE:KEY
+        head, _, tail = body.rpartition(":")
+        if Path(head).exists() and tail and "/" not in tail:
+            body, key = head, tail
+        elif Path(head).exists():
+            raise UserError(f"{spec}: expected FILE:KEY[@WEIGHT] with a non-empty KEY")
     p = Path(body)
     if not p.exists():
         raise UserError(f"{body}: no such file or directory")
     if p.is_dir():
-        return Source(spec, "dir", body, weight)
-    return Source(spec, _file_kind(body), body, weight)
-
-
-def _file_kind(path: str) -> str:
-    low = path.lower()
-    if low.endswith(JSONL_EXTS):
-        return "jsonl"
-    if low.endswith(PARQUET_EXTS):
-        return "parquet"
-    return "text"
+        return Source(spec, "dir", body, weight, text_key=key)
+    kind, reason = F.file_kind(body)
+    if reason is not None:
+        raise UserError(f"{body}: {reason} ({F.EXPECTED})")
+    if key is not None and kind == "text":
+        raise UserError(f"{spec}: a text file has no field to choose; FILE:KEY is for JSONL and Parquet")
+    return Source(spec, kind, body, weight, text_key=key)
 
 
 def decode(data: bytes, stats: Stats | None) -> tuple[str, bytes]:
@@ -107,21 +108,22 @@ def from_str(text: str, stats: Stats | None) -> tuple[str, bytes]:
         return decode(text.encode("utf-8", errors="surrogatepass"), stats)
 
 
-def _walk(root: str, exts: set[str] | None) -> Iterator[str]:
+def _walk_py(root: str) -> Iterator[str]:
+    """stdlib: its .py files (the embedded corpus; nothing else is a document there)."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            low = name.lower()
-            if exts is not None:
-                if os.path.splitext(low)[1] in exts:
-                    yield os.path.join(dirpath, name)
-            elif os.path.splitext(low)[1] in TEXT_EXTS or low.endswith(JSONL_EXTS + PARQUET_EXTS):
+            if not name.startswith(".") and name.lower().endswith(".py"):
                 yield os.path.join(dirpath, name)
 
 
-def _read_text_file(path: str, stats: Stats | None):
+def _read_text_file(path: str, stats: Stats | None, single: bool = False):
+    data = F.read_text_doc(path, stats.files if stats is not None else None, single)
+    if data is not None:
+        yield decode(data, stats)
+
+
+def _read_plain(path: str, stats: Stats | None):
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -131,9 +133,8 @@ def _read_text_file(path: str, stats: Stats | None):
 
 
 def _read_jsonl(path: str, key: str, stats: Stats | None):
-    opener = gzip.open if path.lower().endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with F.open_binary(path) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -143,12 +144,15 @@ def _read_jsonl(path: str, key: str, stats: Stats | None):
                 except ValueError as e:
                     raise UserError(f"{path}:{lineno}: invalid JSON ({e})") from None
                 if not isinstance(obj, dict) or key not in obj:
-                    raise UserError(f"{path}:{lineno}: no key {key!r} (choose it with --text-key)")
+                    raise UserError(f"{path}:{lineno}: no key {key!r} (choose it with --text-key, or for this "
+                                    f"file alone as {path}:KEY)")
                 if not isinstance(obj[key], str):
                     raise UserError(f"{path}:{lineno}: {key!r} is {type(obj[key]).__name__}, expected a string")
                 yield from_str(obj[key], stats)
     except (OSError, EOFError) as e:
         raise UserError(f"{path}: cannot read ({e})") from None
+    if stats is not None:
+        stats.files.add_read(path)
 
 
 def _read_parquet(path: str, column: str, stats: Stats | None):
@@ -159,7 +163,10 @@ def _read_parquet(path: str, column: str, stats: Stats | None):
     except Exception as e:  # pyarrow raises several types for a bad file
         raise UserError(f"{path}: not a readable Parquet file ({str(e).splitlines()[0][:160]})") from None
     if column not in pf.schema_arrow.names:
-        raise UserError(f"{path}: no column {column!r} (has {pf.schema_arrow.names}; choose with --text-column)")
+        raise UserError(f"{path}: no column {column!r} (has {pf.schema_arrow.names}; choose with --text-column, or "
+                        f"for this file alone as {path}:COLUMN)")
+    if stats is not None:
+        stats.files.add_read(path)
     for batch in pf.iter_batches(columns=[column], batch_size=1024):
         for value in batch.column(0).to_pylist():
             if value is None:
@@ -195,25 +202,27 @@ def _read_hf(src: Source, column: str, stats: Stats | None):
                 yield from_str(str(value), stats)
 
 
-def _file_docs(path: str, kind: str, opts: ReadOptions, stats: Stats | None):
+def _file_docs(path: str, kind: str, opts: ReadOptions, stats: Stats | None, single: bool = False):
     if kind == "jsonl":
         return _read_jsonl(path, opts.text_key, stats)
     if kind == "parquet":
         return _read_parquet(path, opts.text_column, stats)
-    return _read_text_file(path, stats)
+    return _read_text_file(path, stats, single)
 
 
 def _raw_docs(src: Source, opts: ReadOptions, stats: Stats | None):
+    if src.text_key is not None:
+        opts = ReadOptions(text_key=src.text_key, text_column=src.text_key)
     if src.kind == "stdlib":
-        for path in _walk(src.target, {".py"}):
-            yield from _read_text_file(path, stats)
+        for path in _walk_py(src.target):
+            yield from _read_plain(path, stats)
     elif src.kind == "dir":
-        for path in _walk(src.target, None):
-            yield from _file_docs(path, _file_kind(path), opts, stats)
+        for path, kind in F.walk(src.target, stats.files if stats is not None else None):
+            yield from _file_docs(path, kind, opts, stats)
     elif src.kind == "hf":
         yield from _read_hf(src, opts.text_column, stats)
     else:
-        yield from _file_docs(src.target, src.kind, opts, stats)
+        yield from _file_docs(src.target, src.kind, opts, stats, single=True)
 
 
 def iter_source(src: Source, opts: ReadOptions, stats: Stats | None = None) -> Iterator[tuple[str, bytes]]:
@@ -223,6 +232,7 @@ def iter_source(src: Source, opts: ReadOptions, stats: Stats | None = None) -> I
     frac = src.weight - whole
     passes = whole + (1 if frac > 1e-12 else 0)
     per = stats.per_source.setdefault(src.spec, {"documents": 0, "bytes": 0}) if stats is not None else None
+    files_before = (stats.files.n_read, stats.files.n_skipped) if stats is not None else None
     for p in range(passes):
         salt = f"weight-pass-{p}".encode()
         for text, data in _raw_docs(src, opts, stats if p == 0 else None):
@@ -238,6 +248,9 @@ def iter_source(src: Source, opts: ReadOptions, stats: Stats | None = None) -> I
                 stats.docs += 1
                 stats.bytes += len(data)
             yield text, data
+    if per is not None and src.kind not in ("stdlib", "hf"):
+        per["files_read"] = stats.files.n_read - files_before[0]
+        per["files_skipped"] = stats.files.n_skipped - files_before[1]
 
 
 def iter_corpus(sources: list[Source], opts: ReadOptions, stats: Stats | None = None):
@@ -257,4 +270,6 @@ def describe(src: Source) -> dict:
         d.update(name=src.target, config=src.config, split=src.split)
     else:
         d["path"] = os.path.abspath(src.target)
+    if src.text_key is not None:
+        d["text_key"] = src.text_key
     return d

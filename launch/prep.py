@@ -24,7 +24,7 @@ def run_prep(argv: list[str]) -> int:
 
 def submit_prep(argv: list[str]) -> int:
     from data_prep.cli import build_parser
-    from launch.submit import check_resources, make_executor, partition_info, sbatch_script, slurm_parser
+    from launch.submit import cluster_checks, make_executor, print_notes, sbatch_script, slurm_parser
 
     p = slurm_parser("mythos-submit prep", __doc__.split("\n")[0])
     p.add_argument("--array", type=int, required=True, metavar="N", help="tasks that encode the corpus")
@@ -37,8 +37,7 @@ def submit_prep(argv: list[str]) -> int:
     out = Path(prep.out).resolve()
     if (out / "metadata.json").exists() and not prep.overwrite:
         raise UserError(f"{out}: already holds a finished prep (metadata.json); pass --overwrite to replace it")
-    part = partition_info(a.partition)
-    time_min = check_resources(part, 1, 1, a.cpus_per_task or 1, 0, a.time)
+    part, time_min, notes = cluster_checks(a, 1, 1, 0)
     a.partition = part["name"]
     folder = out.parent / f".{out.name}.slurm"
     base = a.dependency
@@ -52,6 +51,7 @@ def submit_prep(argv: list[str]) -> int:
                   for i in range(a.array)]
     if a.dry_run:
         print(sbatch_script(executor(base, "mythos-prep-tokenizer")))
+        print_notes(notes)
         return 0
     jobs = []
     dep = base

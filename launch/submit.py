@@ -4,11 +4,14 @@
     mythos-submit prep SOURCE... --out DIR --array N [mythos-prep options] [--partition P --time MIN ...]
 
 One process per task, started by srun (never torchrun); the trainer takes its rendezvous from SLURM. Everything
-that can be checked (config, data, partition, node and GPU counts) is checked before anything is submitted.
+that can be checked (config, data, partition, node and GPU counts, the batch split) is checked before anything is
+submitted. `--dry-run` needs no SLURM: it prints the script and lists the checks it could not make (no scontrol on
+PATH) or that failed (a partition smaller than the request), so a job can be previewed from a laptop.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import shutil
 import subprocess
@@ -18,10 +21,18 @@ from pathlib import Path
 from mythos.errors import UserError, cli_entry
 
 MAX_LEAD_S, MIN_LEAD_S = 300, 15
+DEFAULT_TIME_MIN = 24 * 60
+TRAIN_EPILOG = """\
+config overrides: any key of the config, as for mythos-train: --train.steps 1000 --model.name small
+  --data.path data/code --run.dir runs/x (checked here, then passed to every task).
+sharded prep on the cluster: mythos-submit prep SOURCE... --out DIR --array N [mythos-prep options]
+  [--partition P --time MIN ...] (see mythos-submit prep --help).
+--dry-run prints the sbatch script without SLURM; checks it could not make are listed on stderr."""
 
 
-def slurm_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+def slurm_parser(prog: str, description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("SLURM")
     g.add_argument("--partition", help="default: the cluster's default partition")
     g.add_argument("--time", type=int, help="time limit in minutes (default: the partition's default or max)")
@@ -119,11 +130,53 @@ def check_resources(part: dict, nodes: int, tasks_per_node: int, cpus_per_task: 
     return time_min
 
 
+def cluster_checks(a, nodes: int, tasks_per_node: int, gpus_per_node: int) -> tuple[dict, int, list[str]]:
+    """(partition, time limit, notes): the partition and resource checks. With --dry-run a check that cannot run
+    (no SLURM) or fails becomes a note and the preview goes on; without it, a UserError."""
+    try:
+        part = partition_info(a.partition)
+    except UserError as e:
+        if not a.dry_run:
+            raise
+        time_min = a.time or DEFAULT_TIME_MIN
+        return ({"name": a.partition}, time_min,
+                [f"skipped: partition, node, GPU, CPU and time-limit checks ({e})",
+                 *([] if a.time else [f"--time not given: the preview uses {time_min} min"])])
+    try:
+        time_min = check_resources(part, nodes, tasks_per_node, a.cpus_per_task or 1, gpus_per_node, a.time)
+    except UserError as e:
+        if not a.dry_run:
+            raise
+        return part, a.time or part["default_time"] or part["max_time"] or DEFAULT_TIME_MIN, [f"FAILED: {e}"]
+    return part, time_min, []
+
+
+def print_notes(notes: list[str]) -> None:
+    if notes:
+        print("dry run, not checked against the cluster:\n" + "\n".join(f"  {n}" for n in notes), file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _no_srun_needed(dry_run: bool):
+    """submitit's SlurmExecutor refuses to exist without srun on PATH; a dry run only renders its script."""
+    if not dry_run or shutil.which("srun"):
+        yield
+        return
+    from submitit.slurm.slurm import SlurmExecutor
+    saved = SlurmExecutor.__dict__["affinity"]
+    SlurmExecutor.affinity = classmethod(lambda cls: 1)
+    try:
+        yield
+    finally:
+        SlurmExecutor.affinity = saved
+
+
 def make_executor(folder: Path, a, *, nodes: int, tasks_per_node: int, gpus_per_node: int, time_min: int):
     import submitit
 
     try:
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=a.max_timeouts)
+        with _no_srun_needed(a.dry_run):
+            ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=a.max_timeouts)
     except RuntimeError as e:
         raise UserError(f"no SLURM here: {e}") from None
     params = {"requeue": True, **({"account": a.account} if a.account else {}),
@@ -150,7 +203,7 @@ def sbatch_script(ex) -> str:
 
 # ---- training ------------------------------------------------------------------------------------------------------
 def submit_train(argv: list[str]) -> int:
-    p = slurm_parser("mythos-submit", __doc__.split("\n\n")[0])
+    p = slurm_parser("mythos-submit", __doc__.split("\n\n")[0], TRAIN_EPILOG)
     p.add_argument("--config", required=True, help="TOML config (the same file mythos-train and slurm/ take)")
     p.add_argument("--nodes", type=int, required=True)
     p.add_argument("--gpus-per-node", type=int, required=True, help="0 for CPU-only jobs")
@@ -171,19 +224,23 @@ def submit_train(argv: list[str]) -> int:
     for path, _ in parse_spec(cfg.data.path):
         read_metadata(path)
     tasks = a.tasks_per_node or max(a.gpus_per_node, 1)
-    part = partition_info(a.partition)
-    time_min = check_resources(part, a.nodes, tasks, a.cpus_per_task or 1, a.gpus_per_node, a.time)
+    if a.nodes < 1 or tasks < 1:
+        raise UserError(f"--nodes {a.nodes} --tasks-per-node {tasks}: must be >= 1")
+    from mythos.parallel.mesh import mesh_shape
+    from mythos.train.batch import batch_split
+
+    part, time_min, notes = cluster_checks(a, a.nodes, tasks, a.gpus_per_node)
     world = a.nodes * tasks
-    t = cfg.train
-    if t.global_batch % world or (t.global_batch // world) % t.micro_batch:
-        raise UserError(f"config key 'train.global_batch': {t.global_batch} must split into {world} ranks "
-                        f"({a.nodes} nodes x {tasks} tasks) x whole micro-batches of train.micro_batch={t.micro_batch}")
+    split = batch_split(cfg, world, f"{a.nodes} nodes x {tasks} tasks")  # the rule the trainer applies
+    mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
     folder = Path(a.folder).resolve() if a.folder else run_dir / "slurm"
     a.partition = part["name"]
     ex = make_executor(folder, a, nodes=a.nodes, tasks_per_node=tasks, gpus_per_node=a.gpus_per_node,
                        time_min=time_min)
     if a.dry_run:
         print(sbatch_script(ex))
+        print(f"checked: config, data, batch {split.describe()}", file=sys.stderr)
+        print_notes(notes)
         return 0
     from launch.job import TrainJob
 

@@ -10,7 +10,48 @@ class UserError(Exception):
     """Bad input from the user (a file, a key, a value). The message names what and what was expected."""
 
 
+class SameOnEveryRank(UserError):
+    """A UserError that depends only on the config and the world size (a batch that does not split, a mesh that
+    does not fit): every rank of a launch raises it, so only rank 0 prints it."""
+
+
 EXIT_USER_ERROR = 2
+SILENT_RANK_WAIT_S = 30.0  # how long a silent rank waits for the launcher to end it after rank 0 reported
+
+
+def _launch_rank() -> int:
+    """This process's rank under torchrun (RANK) or srun (SLURM_PROCID); 0 when launched alone."""
+    import os
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def _report(msg: str) -> None:
+    """`error: msg` on stderr; under torchrun also into its error file, so its failure summary shows this line
+    as the root cause instead of a pointer to its docs."""
+    import json
+    import os
+    import time
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        try:
+            with open(path, "w") as f:
+                json.dump({"message": {"message": f"error: {msg}", "extraInfo": {
+                    "py_callstack": f"error: {msg}", "timestamp": str(int(time.time()))}}}, f)
+        except OSError:
+            pass
+
+
+def _leave_it_to_rank0() -> None:
+    """A rank other than 0 with an error rank 0 reports too: exit only after rank 0 had time to print (a launcher
+    kills the remaining ranks when the first one exits, which could otherwise be this silent one)."""
+    import signal
+    import time
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the launcher's SIGTERM ends the wait
+    time.sleep(SILENT_RANK_WAIT_S)
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -21,7 +62,10 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
         try:
             rc = main(*args, **kwargs)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            if isinstance(e, SameOnEveryRank) and _launch_rank() != 0:
+                _leave_it_to_rank0()
+            else:
+                _report(str(e))
             raise SystemExit(EXIT_USER_ERROR)
         return 0 if rc is None else rc
 

@@ -34,7 +34,10 @@ def read_metadata(data_dir: str | os.PathLike) -> dict:
         return megatron_metadata(data_dir)
     path = Path(data_dir) / "metadata.json"
     if not Path(data_dir).is_dir():
-        raise UserError(f"{data_dir}: no such data directory")
+        hint = " --vocab-size 4096" if Path(data_dir).name == "stdlib" else ""
+        src = "stdlib" if hint else "SOURCE"
+        raise UserError(f"{data_dir}: no such data directory (prepare it first: mythos-prep {src} --out "
+                        f"{data_dir}{hint})")
     if not path.is_file():
         raise UserError(f"{path}: missing (not a finished mythos-prep output directory)")
     try:

@@ -9,6 +9,35 @@ from pathlib import Path
 
 from mythos.errors import UserError, cli_entry
 
+VAL_WARN_TOKENS = 20_000  # a validation split below this gives a loss too noisy to compare runs or loop counts
+
+
+def unigram_comparison(best: float, entropy: float) -> str:
+    """The best loss against the unigram entropy, worded by its sign (never "-11% below")."""
+    head = f"unigram entropy of the training tokens: {entropy:.4f} nats/token; best validation loss: {best:.4f}"
+    if entropy <= 0:
+        return head
+    gap = abs(1 - best / entropy) * 100
+    if best < entropy:
+        return f"{head} ({gap:.0f}% below it)"
+    return (f"{head} ({gap:.0f}% above it: the model does not yet beat token frequencies alone; train longer or "
+            f"check the data)")
+
+
+def val_size_warning(scored: int, split_tokens: int, split_docs: int) -> str | None:
+    """A warning when the validation split is small (the loss is noise) or scored more than once (it wraps)."""
+    notes = []
+    if split_tokens < VAL_WARN_TOKENS:
+        notes.append(f"the validation split holds only {split_tokens} tokens in {split_docs} documents (under "
+                     f"{VAL_WARN_TOKENS}), so this loss is noisy")
+    if split_tokens and scored > split_tokens:
+        notes.append(f"{scored} tokens scored from a {split_tokens}-token split: the same tokens are scored "
+                     f"{scored / split_tokens:.1f} times")
+    if not notes:
+        return None
+    return ("warning: " + "; ".join(notes) + ". Re-run mythos-prep with a larger --val-fraction or "
+            "--val-min-tokens.")
+
 
 def parse_loops(text: str) -> list[int]:
     try:
@@ -18,23 +47,6 @@ def parse_loops(text: str) -> list[int]:
     if not loops or min(loops) < 1:
         raise UserError(f"--loops: expected positive integers, got {text!r}")
     return loops
-
-
-def plot(results: dict[int, float], out: Path, title: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    xs = sorted(results)
-    ax.plot(xs, [results[x] for x in xs], marker="o")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("loops at inference")
-    ax.set_ylabel("validation loss (nats/token)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
 
 
 @cli_entry
@@ -58,26 +70,40 @@ def main(argv: list[str] | None = None) -> int:
                             "and a positive document count")
         run_harness(args.run, tasks, loops, Path(args.harness_out or Path(args.run) / "harness"), args.harness_docs)
         return 0
-    from mythos.evals.load import load_run
-    from mythos.evals.validate import validation_losses
+    from mythos.evals.load import load_run_state
+    from mythos.evals.validate import val_split_tokens, validation_results
     from mythos.parallel.env import DistEnv
-    model, cfg, _ = load_run(args.run)
+    model, cfg, _, state = load_run_state(args.run)
     env = DistEnv.from_environment("cpu")
-    results = {}
-    print(f"{'loops':>6} | {'val loss':>9} | {'ppl':>9}")
-    for n, loss in validation_losses(model, cfg, env, loops, batches=args.batches):
-        results[n or 0] = loss
-        print(f"{n or '-':>6} | {loss:9.4f} | {math.exp(min(loss, 50)):9.2f}", flush=True)
+    results, stats = {}, {}
+    print(f"{'loops':>6} | {'val loss':>9} | {'± s.e.':>7} | {'ppl':>9}")
+    for n, st in validation_results(model, cfg, env, loops, batches=args.batches):
+        results[n or 0], stats[n or 0] = st.loss, st
+        print(f"{n or '-':>6} | {st.loss:9.4f} | {st.stderr:7.4f} | {math.exp(min(st.loss, 50)):9.2f}", flush=True)
+    scored = next(iter(stats.values())).tokens
+    split_tokens, split_docs = val_split_tokens(cfg.data.path)
+    batches = args.batches or cfg.data.val_batches
+    print(f"scored {scored} tokens per loop count ({batches} batches x {cfg.train.global_batch} sequences x "
+          f"{cfg.train.seq_len}); validation split: {split_tokens} tokens in {split_docs} documents")
+    warning = val_size_warning(scored, split_tokens, split_docs)
+    if warning:
+        print(warning, file=sys.stderr)
     from mythos.evals.unigram import unigram_entropy
     entropy = unigram_entropy(cfg.data.path)
     best = min(results.values())
-    print(f"unigram entropy of the training tokens: {entropy:.4f} nats/token; best validation loss: {best:.4f} "
-          f"({100 * (1 - best / entropy):.0f}% below)")
+    print(unigram_comparison(best, entropy))
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "eval_loops.png"
-    (run / "eval_loops.json").write_text(json.dumps({"val_loss_by_loops": {str(k): v for k, v in results.items()},
-                                                       "unigram_entropy": entropy}, indent=1))
-    plot(results, out, f"{cfg.model_name}: validation loss vs loops")
+    step = (state or {}).get("step")
+    tokens_seen = (state or {}).get("tokens_seen")
+    (run / "eval_loops.json").write_text(json.dumps({
+        "val_loss_by_loops": {str(k): v for k, v in results.items()},
+        "stderr_by_loops": {str(k): s.stderr for k, s in stats.items()}, "tokens_scored": scored,
+        "val_split_tokens": split_tokens, "val_split_documents": split_docs, "unigram_entropy": entropy,
+        "step": step, "tokens_seen": tokens_seen}, indent=1))
+    from mythos.evals.plot import plot_loops
+    plot_loops(results, {k: s.stderr for k, s in stats.items()}, entropy, out,
+               f"{cfg.model_name}: validation loss vs loops", step=step, tokens_seen=tokens_seen, scored=scored)
     print(f"plot: {out}")
     return 0
 

@@ -23,6 +23,11 @@ HF_TOKENIZER_KEYS = {"__tokenizer_json__": "tokenizer.json", "__tokenizer_config
 
 def load_run(run_dir: str | Path):
     """(model in eval mode, Config, tokenizer path) from a run directory's config.toml and latest checkpoint."""
+    return load_run_state(run_dir)[:3]
+
+
+def load_run_state(run_dir: str | Path):
+    """load_run plus the checkpoint's trainer state (step, tokens_seen, ...), for reports that name them."""
     run = Path(run_dir)
     if not (run / "config.toml").is_file():
         raise UserError(f"{run}: not a run directory (no config.toml)")
@@ -32,10 +37,10 @@ def load_run(run_dir: str | Path):
         from mythos.train.engine_deepspeed import DeepSpeedWeights as Checkpoints
     else:
         Checkpoints = CheckpointManager
-    Checkpoints(run, keep=1).load(model, optimizer=None)  # newest that verifies and loads; refuses hostile files
+    state = Checkpoints(run, keep=1).load(model, optimizer=None)  # newest that verifies and loads; refuses hostile
     model.eval()
     tok = tokenizer_in(parse_spec(cfg.data.path)[0][0])
-    return model, cfg, tok
+    return model, cfg, tok, state if isinstance(state, dict) else {}
 
 
 def export(run_dir: str | Path, out: str | Path) -> Path:
@@ -53,6 +58,8 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
+    from mythos.perms import apply_umask
+    apply_umask(tmp)  # safetensors writes 0600: colleagues on a shared filesystem could not read it
     tmp.replace(out)
     return out
 

@@ -78,6 +78,8 @@ def write_hf(model, mcfg, tok_path: Path, seq_len: int, out: Path, *, max_shard_
             hf_logging.enable_progress_bar()
         GenerationConfig(do_sample=False, **special).save_pretrained(str(tmp))
         write_bundle(tmp)
+        from mythos.perms import apply_umask
+        apply_umask(tmp)  # mkdtemp is 0700 and safetensors 0600: give the directory the umask's permissions
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

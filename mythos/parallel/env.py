@@ -63,6 +63,9 @@ class DistEnv:
         dev = torch.device("cuda", local) if device == "cuda" else torch.device("cpu")
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
+        threads = task_threads()
+        if threads is not None and threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
         if world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                     device_id=dev if dev.type == "cuda" else None,
@@ -73,6 +76,24 @@ class DistEnv:
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # without it a flaky SIGABRT at exit was seen (design note §3)
             dist.destroy_process_group()
+
+
+def task_threads(environ=None) -> int | None:
+    """Intra-op threads for this process: SLURM's CPUs per task (SLURM_CPUS_PER_TASK, else the node's CPUs shared by
+    its tasks), so tasks sharing a node do not oversubscribe it; None to leave torch as it is: outside SLURM, or
+    with an explicit OMP_NUM_THREADS (torchrun sets 1 per worker), which torch already follows."""
+    env = os.environ if environ is None else environ
+    if env.get("OMP_NUM_THREADS", "").strip():
+        return None
+    if env.get("SLURM_CPUS_PER_TASK", "").isdigit() and int(env["SLURM_CPUS_PER_TASK"]) > 0:
+        return int(env["SLURM_CPUS_PER_TASK"])
+    cpus, tasks = env.get("SLURM_CPUS_ON_NODE", ""), env.get("SLURM_NTASKS_PER_NODE", "")
+    if not tasks.isdigit():  # SLURM_TASKS_PER_NODE: "2(x3),1" -> this node's count is not known; take the first
+        head = env.get("SLURM_TASKS_PER_NODE", "").split(",")[0].split("(")[0]
+        tasks = head if head.isdigit() else ""
+    if cpus.isdigit() and tasks.isdigit() and int(tasks) > 0:
+        return max(1, int(cpus) // int(tasks))
+    return None
 
 
 def exit_after_distributed(rc: int) -> None:

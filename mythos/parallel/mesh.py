@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-from mythos.errors import UserError
+from mythos.errors import SameOnEveryRank, UserError
 
 if TYPE_CHECKING:  # mythos.config imports the model package; keep this module importable on its own
     from mythos.config import ParallelConfig
@@ -26,11 +26,11 @@ DP_SHARD, EP, DP = "dp_shard", "ep", "dp"
 def mesh_shape(world_size: int, dp_shard: int, ep: int) -> tuple[int, int]:
     """(dp_shard, ep) for `world_size` ranks; dp_shard = -1 means world_size // ep. UserError naming the key."""
     if ep < 1 or world_size % ep:
-        raise UserError(f"config key 'parallel.ep': {ep} must be >= 1 and divide the world size {world_size}")
+        raise SameOnEveryRank(f"config key 'parallel.ep': {ep} must be >= 1 and divide the world size {world_size}")
     if dp_shard == -1:
         dp_shard = world_size // ep
     if dp_shard < 1 or dp_shard * ep != world_size:
-        raise UserError(f"config key 'parallel.dp_shard': dp_shard ({dp_shard}) x ep ({ep}) must equal the world "
+        raise SameOnEveryRank(f"config key 'parallel.dp_shard': dp_shard ({dp_shard}) x ep ({ep}) must equal the world "
                         f"size {world_size} (or set dp_shard = -1)")
     return dp_shard, ep
 

@@ -4,7 +4,8 @@ What one rank of a run would hold and send, from a dry run of the real model, me
 process group (mythos/parallel/planner.py): parameter, gradient and AdamW bytes, step memory at the configured
 micro-batch, sequence length and loop count (with the configured activation checkpointing and with none),
 collective bytes per optimizer step by kind and mesh dim, whether it fits a GPU of --gpu-mem GB, and the largest
-micro-batch that does.
+micro-batch that does among those that divide the per-rank batch (the trainer accepts it as --train.micro_batch).
+Exit code 0: the config fits; 1: it does not (the report says what would); 2: bad input.
 """
 from __future__ import annotations
 
@@ -30,7 +31,11 @@ def plan(cfg, world: int, gpu_mem_gb: float, rank: int = 0) -> dict:
     need = params + optim + max(peak, grads)
     res["per_rank_bytes"] = {"params": params, "grads": grads, "optim": optim, "step_peak": peak, "total": need}
     res["gpu_mem_gb"], res["fits"] = gpu_mem_gb, need <= gpu_mem_gb * GB
-    res["largest_micro_batch"] = _largest_micro_batch(cfg, world, rank, res, gpu_mem_gb * GB - params - optim)
+    from mythos.train.batch import largest_divisor_at_most
+    fit = _largest_micro_batch(cfg, world, rank, res, gpu_mem_gb * GB - params - optim)
+    per_rank = cfg.train.global_batch // world
+    res["per_rank_batch"], res["largest_micro_batch_memory"] = per_rank, fit  # fit: by memory alone
+    res["largest_micro_batch"] = largest_divisor_at_most(per_rank, fit) if fit >= 1 else 0
     return res
 
 
@@ -61,7 +66,8 @@ def _gib(b: float) -> str:
 def format_plan(r: dict) -> str:
     b = r["per_rank_bytes"]
     lines = [f"world {r['world']} = dp_shard {r['mesh']['dp_shard']} x ep {r['mesh']['ep']} | rank {r['rank']} | "
-             f"micro-batch {r['micro_batch']} x {r['n_micro']} per step | seq {r['seq_len']} | loops {r['loops']}",
+             f"micro-batch {r['micro_batch']} x {r['n_micro']} per step | seq {r['seq_len']} | "
+             + (f"loops {r['loops']}" if r["loops"] is not None else "dense"),
              "per-rank memory:",
              f"  parameters           {_gib(b['params'])}",
              f"  gradients            {_gib(b['grads'])}",
@@ -70,11 +76,20 @@ def format_plan(r: dict) -> str:
         lines.append(f"  step peak (ac={ac:<5}) {_gib(peak)}   activations, temporaries, gradients, gathered params")
     lines += [f"  total                {_gib(b['total'])}   "
               f"{'fits' if r['fits'] else 'does NOT fit'} a {r['gpu_mem_gb']:g} GB GPU",
-              f"  largest micro-batch that fits: {r['largest_micro_batch']}",
+              _largest_line(r),
               "collectives per optimizer step (this rank's input bytes):"]
     for key, v in r["collectives"].items():
         lines.append(f"  {key:<26} {v['calls']:6d} calls {_gib(v['bytes'])}")
     return "\n".join(lines)
+
+
+def _largest_line(r: dict) -> str:
+    m, per_rank = r["largest_micro_batch"], r.get("per_rank_batch")
+    if m == 0:
+        return ("  no micro-batch fits: even 1 sequence per forward needs more memory (more ranks, a larger "
+                "--gpu-mem, a shorter train.seq_len or parallel.ac = \"loop\")")
+    return (f"  largest micro-batch that fits and divides the {per_rank} sequences per rank: {m} "
+            f"(--train.micro_batch {m})")
 
 
 @cli_entry
@@ -94,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--nodes x --gpus-per-node must be >= 1 and --rank in [0, world): got {world}, {args.rank}")
     res = plan(cfg, world, args.gpu_mem, args.rank)
     print(json.dumps(res, indent=1) if args.json else format_plan(res))
-    return 0
+    return 0 if res["fits"] else 1
 
 
 if __name__ == "__main__":

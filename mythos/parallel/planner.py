@@ -20,8 +20,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from mythos.errors import UserError
-
 
 @dataclasses.dataclass
 class Shape:
@@ -33,13 +31,12 @@ class Shape:
 
 
 def step_shape(cfg, world: int, micro_batch: int | None = None) -> Shape:
+    """The step the trainer would run: its batch split (mythos/train/batch.py, the rule the engines use)."""
+    from mythos.train.batch import split_batch
     t = cfg.train
-    mb = micro_batch or t.micro_batch
-    if t.global_batch % world or (t.global_batch // world) % mb:
-        raise UserError(f"config key 'train.global_batch': {t.global_batch} must split into {world} ranks x whole "
-                        f"micro-batches of {mb}")
+    split = split_batch(t.global_batch, world, micro_batch or t.micro_batch)
     loops = cfg.model.loops.train_count if cfg.model.mode != "dense" else None
-    return Shape(world, mb, t.global_batch // world // mb, t.seq_len, loops)
+    return Shape(world, split.micro_batch, split.n_micro, t.seq_len, loops)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """PNG plots for the research experiments (matplotlib, Agg). Every plot draws its reference lines (chance, dense
-baseline, unigram entropy) so a difference is read against an honest scale."""
+baseline, unigram entropy) so a difference is read against an honest scale; legends sit outside the axes, so they
+never cover the data."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +13,14 @@ def _plt():
     return plt
 
 
+def legend_outside(ax, **kw):
+    """The legend to the right of `ax`, outside it (the saved figure grows to hold it)."""
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kw)
+
+
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     _plt().close(fig)
     return path
 
@@ -34,7 +40,7 @@ def depth_curves(res: dict, path: Path) -> Path:
         ax.set_xlabel("step")
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("accuracy (train k)")
-    axes[0][0].legend(fontsize=7)
+    legend_outside(axes[0][-1], fontsize=7)
     return _save(fig, path)
 
 
@@ -66,7 +72,7 @@ def depth_grid(res: dict, path: Path) -> Path:
         ax.set_xlabel("k (hops / bits)")
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("accuracy")
-    axes[0][-1].legend(fontsize=6, loc="lower left", ncol=2)
+    legend_outside(axes[0][-1], fontsize=6)
     return _save(fig, path)
 
 
@@ -88,5 +94,5 @@ def lines(series: dict[str, tuple[list, list]], path: Path, *, xlabel: str, ylab
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    legend_outside(ax, fontsize=7)
     return _save(fig, path)

@@ -9,6 +9,25 @@ from mythos.errors import cli_entry
 from mythos.train.signals import EXIT_REQUEUE, stop_flag
 
 
+def launched_world_size() -> int:
+    """The world size torchrun (WORLD_SIZE) or srun (SLURM_NTASKS, one process per task) gives this process."""
+    if os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_NTASKS", "").isdigit():
+        return int(os.environ["SLURM_NTASKS"])
+    return 1
+
+
+def check_launch(cfg) -> None:
+    """The batch split and the mesh at this launch's world size, before any process group exists: a misfit is one
+    line from rank 0 (mythos.errors.SameOnEveryRank) and exit 2 on every rank, with no rendezvous to wait for."""
+    from mythos.parallel.mesh import mesh_shape
+    from mythos.train.batch import batch_split
+    world = launched_world_size()
+    batch_split(cfg, world)
+    mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     stop_flag()  # first, before torch is imported: a USR1/USR2/TERM from here on means "checkpoint, exit 75"
@@ -18,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True, help="TOML config (see configs/)")
     args, rest = p.parse_known_args(argv)
     cfg = load_config(args.config, parse_overrides(rest))
+    check_launch(cfg)
     from mythos.parallel.env import exit_after_distributed
     from mythos.train.trainer import EXIT_DIVERGED, TrainingDiverged, train
     try:

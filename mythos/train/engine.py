@@ -24,6 +24,7 @@ from mythos.errors import UserError
 from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, clip_grad_norm
 from mythos.parallel import expert_grad_sync, parallelize
 from mythos.train import faults
+from mythos.train.batch import batch_split
 from mythos.train.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.optim import build_optimizer, build_scheduler
 
@@ -39,11 +40,8 @@ class StepResult:
 
 
 def micro_batches(cfg: Config, world_size: int) -> int:
-    t = cfg.train
-    if t.global_batch % world_size or (t.global_batch // world_size) % t.micro_batch:
-        raise UserError(f"config key 'train.global_batch': {t.global_batch} must split into {world_size} ranks "
-                        f"x whole micro-batches of train.micro_batch={t.micro_batch}")
-    return t.global_batch // world_size // t.micro_batch
+    """Gradient-accumulation steps per optimizer step (mythos/train/batch.py: the one split rule)."""
+    return batch_split(cfg, world_size).n_micro
 
 
 class Engine:
@@ -59,7 +57,8 @@ class Engine:
 
     def __init__(self, cfg: Config, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
-        self.n_micro = micro_batches(cfg, env.world_size)
+        self.split = batch_split(cfg, env.world_size)
+        self.n_micro, self.micro_batch = self.split.n_micro, self.split.micro_batch
 
     # ---- the step
     def train_step(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor, loops: int | None,
@@ -72,7 +71,7 @@ class Engine:
         ponder_sum = torch.zeros((), device=device)
         out = None
         for m in range(n_micro):
-            sl = slice(m * t.micro_batch, (m + 1) * t.micro_batch)
+            sl = slice(m * self.micro_batch, (m + 1) * self.micro_batch)
             x_BT, y_BT = inputs_BT[sl].to(device), targets_BT[sl].to(device)
             self._before_micro_batch(last=m == n_micro - 1)
             with autocast:

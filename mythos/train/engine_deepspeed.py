@@ -84,7 +84,7 @@ def generated_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, An
         zero["offload_param"] = {"device": p.offload_params}
     return {
         "train_batch_size": t.global_batch,
-        "train_micro_batch_size_per_gpu": t.micro_batch,
+        "train_micro_batch_size_per_gpu": t.global_batch // world_size // n_micro,  # the split's (batch.py)
         "gradient_accumulation_steps": n_micro,
         "gradient_clipping": max(0.0, t.grad_clip),  # DeepSpeed's default is 1.0: always set it from ours
         "zero_optimization": zero,

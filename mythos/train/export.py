@@ -11,6 +11,16 @@ from mythos.errors import UserError, cli_entry
 FORMATS = ("safetensors", "hf")
 
 
+def _quiet_deepspeed() -> None:
+    """transformers imports DeepSpeed when it is installed, which warns "Setting accelerator to CPU" on a machine
+    without a GPU; an export runs on the CPU anyway, so say so up front (a DS_ACCELERATOR already set is kept)."""
+    import os
+
+    import torch
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mythos-export", description=__doc__)
@@ -23,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format not in FORMATS:
         raise UserError(f"--format {args.format!r}: expected one of {'|'.join(FORMATS)}")
     if args.format == "hf":
+        _quiet_deepspeed()
         try:
             from mythos.hf.export import export_hf
         except ImportError as e:

@@ -18,7 +18,9 @@ from mythos.evals.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, meta_device
 from mythos.train import faults
-from mythos.train.engine import build_engine, micro_batches
+from mythos.parallel.mesh import mesh_shape
+from mythos.train.batch import batch_split
+from mythos.train.engine import build_engine
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
 from mythos.train.signals import EXIT_REQUEUE, StopFlag, stop_flag
 from mythos.train.watchdog import Watchdog, pg_timeout_s
@@ -62,7 +64,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     data_dir = Path(parse_spec(cfg.data.path)[0][0])
     meta = read_metadata(data_dir)
     cfg.model = resolve_model_config(cfg, meta, data_dir)
-    micro_batches(cfg, env.world_size)  # UserError before anything is written
+    split = batch_split(cfg, env.world_size)  # UserError before anything is written
+    dp_shard, ep = mesh_shape(env.world_size, cfg.parallel.dp_shard, cfg.parallel.ep)
     if env.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.toml")
@@ -93,7 +96,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     if step:
         metrics.console(f"resumed from {ckpt.loaded_from} at step {step}")
     metrics.console(f"model {cfg.model_name}: {stats['total_params'] / 1e6:.2f}M params, "
-                    f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} | device {env.device}")
+                    f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} = dp_shard {dp_shard} "
+                    f"x ep {ep} | batch {split.describe()} | device {env.device}")
 
     def trainer_state() -> dict:
         return {"data": loader.state_dict(), "tokens_seen": tokens_seen,

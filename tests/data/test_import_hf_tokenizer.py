@@ -50,7 +50,7 @@ def hf_prepared(tmp_path_factory):
     tok_dir = byte_bpe_dir(root, texts)
     out = root / "data"
     r = run_cli(["data_prep", str(src), "--tokenizer", str(tok_dir), "--out", str(out), "--val-fraction", "0.1",
-                 "--workers", "2", "--no-progress"])
+                 "--val-min-tokens", "0", "--workers", "2", "--no-progress"])
     assert r.returncode == 0, r.stderr[-2000:]
     return out, tok_dir, texts
 
@@ -94,7 +94,7 @@ def test_sharded_prep_with_tokenizer_json(hf_prepared, tmp_path):
                  *PREP]) == 0
     for i in range(2):
         assert main([str(single.parent / "corpus"), "--out", str(out), "--num-shards", "2", "--shard-index", str(i),
-                     "--val-fraction", "0.1", *PREP]) == 0
+                     "--val-fraction", "0.1", "--val-min-tokens", "0", *PREP]) == 0
     assert main(["merge", str(out)]) == 0
     meta = read_metadata(out)
     assert meta["tokenizer"] == read_metadata(single)["tokenizer"] and (out / "tokenizer_config.json").is_file()
@@ -180,7 +180,7 @@ def test_sentencepiece_prep_after_an_hf_prep_in_one_process(hf_prepared, tmp_pat
     workers._load(str(tok_dir / "tokenizer.json"), "uint16")  # what an in-process HF prep leaves behind
     out = tmp_path / "spm"
     assert main([str(single.parent / "corpus"), "--out", str(out), "--vocab-size", "300", "--workers", "1",
-                 "--val-fraction", "0.1"]) == 0
+                 "--val-fraction", "0.1", "--val-min-tokens", "0"]) == 0
     meta = read_metadata(out)
     ds = open_split(out, "train", meta)[0]
     assert int(ds[0][-1]) == meta["eos_id"]

@@ -153,3 +153,14 @@ def test_bad_loader_arguments(tmp_path):
         build_loader(path, "test", seq_len=S, global_batch=G)
     with pytest.raises(UserError, match="missing"):
         build_loader(tmp_path, "train", seq_len=S, global_batch=G)
+
+
+def test_missing_data_dir_says_to_run_the_prep(tmp_path):
+    """A newcomer's first `mythos-train` before any prep: the error names the command that makes the directory."""
+    from mythos.data import read_metadata
+    from mythos.errors import UserError
+    with pytest.raises(UserError, match=r"data/stdlib: no such data directory \(prepare it first: mythos-prep "
+                                        r"stdlib --out .*data/stdlib --vocab-size 4096\)"):
+        read_metadata(tmp_path / "data" / "stdlib")
+    with pytest.raises(UserError, match=r"prepare it first: mythos-prep SOURCE --out "):
+        read_metadata(tmp_path / "data" / "code")

@@ -28,18 +28,23 @@ def sharded_prep(src: Path, out: Path, n: int, *args: str) -> None:
     assert main(["merge", str(out)]) == 0
 
 
-@pytest.mark.parametrize("val_fraction", ["0.15", "0.0001"])  # the second: no document hashes into val
-def test_sharded_equals_single_process(tmp_path, val_fraction):
+@pytest.mark.parametrize("val_fraction,floor", [("0.15", "0"), ("0.0001", "0"), ("0.0001", "20000")])
+def test_sharded_equals_single_process(tmp_path, val_fraction, floor):
+    """0.0001 without a floor: no document hashes into val (the fallback); with the token floor: val is raised the
+    same way in every part."""
     src = make_corpus(tmp_path, n_files=20)
-    sharded_prep(src, tmp_path / "sharded", 3, "--val-fraction", val_fraction, "--shard-tokens", "3000")
+    val = ["--val-fraction", val_fraction, "--val-min-tokens", floor]
+    sharded_prep(src, tmp_path / "sharded", 3, *val, "--shard-tokens", "3000")
     single = tmp_path / "single"
     assert main([str(src), "--out", str(single), "--tokenizer", str(tmp_path / "sharded" / "tokenizer.model"),
-                 "--val-fraction", val_fraction, *PREP]) == 0
+                 *val, *PREP]) == 0
     merged, ref = read_metadata(tmp_path / "sharded"), read_metadata(single)
     for split in ("train", "val"):
         assert documents(tmp_path / "sharded", split) == documents(single, split)
         assert merged["splits"][split]["tokens"] == ref["splits"][split]["tokens"]
-    assert merged["val_fallback"] == ref["val_fallback"] == (val_fraction == "0.0001")
+    assert merged["val_fallback"] == ref["val_fallback"] == (val_fraction == "0.0001" and floor == "0")
+    assert merged["val_floor_applied"] == ref["val_floor_applied"] == (floor != "0" and val_fraction == "0.0001")
+    assert merged["splits"]["val"]["documents"] > (1 if floor != "0" else 0)
     assert merged["tokenizer"]["sha256"] == ref["tokenizer"]["sha256"]
     # no data copied: every shard lives in its part directory
     assert all(s["name"].startswith("part-") for sp in merged["splits"].values() for s in sp["shards"])

@@ -28,3 +28,30 @@ def test_slurm_rendezvous_port_moves_with_restarts():
     assert (first["MASTER_ADDR"], first["RANK"], first["WORLD_SIZE"]) == ("node1", "1", "2")
     assert requeued["MASTER_PORT"] != first["MASTER_PORT"]
     assert all(20000 <= int(r["MASTER_PORT"]) < 60000 for r in (first, requeued))
+
+
+def test_threads_follow_the_cpus_slurm_gives_each_task():
+    from mythos.parallel.env import task_threads
+    assert task_threads({}) is None  # not under SLURM: torch's default
+    assert task_threads({"SLURM_CPUS_PER_TASK": "1", "SLURM_CPUS_ON_NODE": "2", "SLURM_NTASKS_PER_NODE": "2"}) == 1
+    assert task_threads({"SLURM_CPUS_PER_TASK": "4"}) == 4
+    assert task_threads({"SLURM_CPUS_ON_NODE": "2", "SLURM_NTASKS_PER_NODE": "2"}) == 1  # 2 tasks on a 2-CPU node
+    assert task_threads({"SLURM_CPUS_ON_NODE": "16", "SLURM_TASKS_PER_NODE": "8(x2)"}) == 2
+    assert task_threads({"SLURM_CPUS_ON_NODE": "3", "SLURM_NTASKS_PER_NODE": "4"}) == 1  # never 0
+    assert task_threads({"OMP_NUM_THREADS": "1", "SLURM_CPUS_PER_TASK": "8"}) is None  # explicit: torch follows it
+    assert task_threads({"OMP_NUM_THREADS": "", "SLURM_CPUS_PER_TASK": "3"}) == 3
+
+
+def test_dist_env_applies_the_task_threads(monkeypatch):
+    import torch
+
+    from mythos.parallel.env import DistEnv
+    before = torch.get_num_threads()
+    for k in ("OMP_NUM_THREADS", "RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    try:
+        DistEnv.from_environment("cpu")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
