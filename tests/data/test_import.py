@@ -92,7 +92,7 @@ def test_prep_tokenizer_from_hf_directory(prepared_data, tmp_path):
     shutil.copy(prepared_data / "tokenizer.model", hf_dir / "tokenizer.model")
     (hf_dir / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer"}))
     out = tmp_path / "data"
-    r = run_cli(prepared_data.parent / "corpus", "--out", out, "--tokenizer", hf_dir, "--val-fraction", "0.1",
+    r = run_cli(prepared_data.parent / "corpus", "--out", out, "--tokenizer", hf_dir, "--val-fraction", "0.1", "--val-min-tokens", "0",
                 "--workers", "1", "--no-progress")
     assert r.returncode == 0, r.stderr
     meta = json.loads((out / "metadata.json").read_text())
