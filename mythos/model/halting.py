@@ -23,6 +23,12 @@ class _FillCache:
     def __init__(self, base: LayerCache, rows: torch.Tensor | None, halted_BT: torch.Tensor, last: dict) -> None:
         self.base, self.rows, self.halted_BT, self.last = base, rows, halted_BT, last
 
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        """The padding mask of the computed rows."""
+        m = self.base.attn_mask
+        return m if m is None or self.rows is None else m[self.rows]
+
     def update(self, **new: torch.Tensor) -> dict[str, torch.Tensor]:
         chunk = {}
         for name, x in new.items():
