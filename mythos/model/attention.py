@@ -26,6 +26,8 @@ class LayerCache:
         self.length = 0
         self.owner = owner  # the KVCache holding this forward's padding mask (shared by all call sites)
 
+    absorb = False  # MLA attends in the latent space (MLA._absorbed) when the cache asks for it
+
     @property
     def attn_mask(self) -> torch.Tensor | None:
         """[B, 1, T, S] bool (True = attend) for this forward's chunk; None: plain causal (no padding)."""
@@ -186,12 +188,30 @@ class MLA(nn.Module):
         if cache is not None:
             full = cache.update(c_kv=c_BTR, k_pe=k_pe_BTr)
             c_BTR, k_pe_BTr, mask = full["c_kv"], full["k_pe"], cache.attn_mask
+        if getattr(cache, "absorb", False):
+            return self._absorbed(q_nope_BHTn, q_pe_BHTr, c_BTR, k_pe_BTr, mask)
         s = c_BTR.shape[1]
         k_nope_BHSn, v_BHSv = self.wkv_b(c_BTR).view(b, s, h, self.dn + self.dv).transpose(1, 2).split(
             [self.dn, self.dv], -1)
         k_BHSq = torch.cat((k_nope_BHSn, k_pe_BTr[:, None].expand(b, h, s, self.dr).to(k_nope_BHSn.dtype)), -1)
         q_BHTq = torch.cat((q_nope_BHTn, q_pe_BHTr.to(q_nope_BHTn.dtype)), -1)
         o_BHTv = _attend(q_BHTq, k_BHSq, v_BHSv, mask_B1TS=mask)
+        return self.wo(o_BHTv.transpose(1, 2).reshape(b, t, h * self.dv))
+
+
+    def _absorbed(self, q_nope_BHTn, q_pe_BHTr, c_BSR, k_pe_BSr, mask):
+        """Attention in the latent space (DeepSeek-V2's weight absorption): q_nope·W_uk scores the latent directly and
+        the output leaves it through W_uv, so decode never re-expands the whole cache into per-head keys and values
+        (S·R·H·(dn+dv) multiply-adds per loop, the bulk of a decode step). The same function in another summation
+        order; used by the compiled step (a StaticKVCache with full_length)."""
+        b, h, t, _ = q_nope_BHTn.shape
+        w_HXR = self.wkv_b.weight.view(h, self.dn + self.dv, self.r)
+        q_lat_BHTR = torch.matmul(q_nope_BHTn, w_HXR[:, :self.dn].to(q_nope_BHTn.dtype))
+        q_BHTq = torch.cat((q_lat_BHTR, q_pe_BHTr.to(q_lat_BHTR.dtype)), -1)
+        k_B1Sq = torch.cat((c_BSR, k_pe_BSr.to(c_BSR.dtype)), -1)[:, None]
+        o_BHTR = F.scaled_dot_product_attention(q_BHTq, k_B1Sq, c_BSR[:, None], attn_mask=mask, enable_gqa=True,
+                                                scale=(self.dn + self.dr) ** -0.5)
+        o_BHTv = torch.matmul(o_BHTR, w_HXR[:, self.dn:].transpose(1, 2).to(o_BHTR.dtype))
         return self.wo(o_BHTv.transpose(1, 2).reshape(b, t, h * self.dv))
 
 

@@ -19,6 +19,11 @@ from mythos.model.attention import KVCache, LayerCache, padded_mask, padded_posi
 class StaticLayerCache(LayerCache):
     """One call site's buffers; the position and mask come from the owning StaticKVCache."""
 
+    @property
+    def absorb(self) -> bool:
+        """MLA in the latent space over the whole buffer: no per-head re-expansion of max_len positions."""
+        return self.owner.full_length
+
     def update(self, **new_BT: torch.Tensor) -> dict[str, torch.Tensor]:
         o = self.owner
         out = {}
