@@ -71,6 +71,8 @@ class HaltingSkip:
             h_new, load_E = self.recurrence(h_BTD, e_BTD, t, cos_TF, sin_TF, _FillCache(cache, None, halted_BT,
                                                                                           self.last))
             return h_new, torch.sigmoid(self.halt(h_new).float()).squeeze(-1), load_E
+        if cos_TF.dim() == 4:  # per-row RoPE tables [B, 1, T, F] (padded batch): the computed rows' only
+            cos_TF, sin_TF = cos_TF[rows], sin_TF[rows]
         h_sub, load_E = self.recurrence(h_BTD[rows], e_BTD[rows], t, cos_TF, sin_TF,
                                         _FillCache(cache, rows, halted_BT, self.last))
         h_new = h_BTD.clone()
