@@ -39,6 +39,7 @@ class Decoder:
         self.model, self.n_loops, self.max_len = model, n_loops, max_len
         self.cache = StaticKVCache(max_len, skip_halted=skip_halted, full_length=compile)
         self.compiled = None
+        self.warm = False  # the compiled step has run once (compiled)
         self.cuda_graphs = False
         if compile:
             dev = next(model.parameters()).device
@@ -75,6 +76,11 @@ class Decoder:
             raise ValueError(f"Decoder: position {self.cache.pos} is past max_len {self.max_len}")
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        logits_BV = self.compiled(tok_B1)
+        if self.warm:  # one graph, nothing it guards on changes between steps: skip the per-call guard checks
+            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+                logits_BV = self.compiled(tok_B1)
+        else:
+            logits_BV = self.compiled(tok_B1)
+            self.warm = True
         self.cache.pos += tok_B1.shape[1]  # the compiled graph advances pos_t only (see StaticKVCache)
         return logits_BV.clone() if self.cuda_graphs else logits_BV  # a CUDA graph's output is overwritten
