@@ -15,14 +15,9 @@ second generation of the same shape reuses the compiled graph.
 """
 from __future__ import annotations
 
-import weakref
-
 import torch
 
 from mythos.model.static_cache import StaticKVCache
-
-_DECODERS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-
 
 def round_len(n: int, multiple: int = 64) -> int:
     """Buffer length for n positions, rounded up so nearby lengths share a compiled graph."""
@@ -53,7 +48,8 @@ class Decoder:
     @classmethod
     def cached(cls, model, batch: int, max_len: int, n_loops: int | None, **kw) -> "Decoder":
         """A decoder for this shape, reused across calls (its cache is reset, its compiled graph kept)."""
-        per_model = _DECODERS.setdefault(model, {})
+        # on the model itself, not in a global: a decoder refers to its model, so the pair is collected together
+        per_model = model.__dict__.setdefault("_mythos_decoders", {})
         key = (batch, max_len, n_loops, tuple(sorted(kw.items())))
         dec = per_model.get(key)
         if dec is None:
