@@ -28,13 +28,15 @@ class Decoder:
     """prefill(tokens_BT, mask_BT) -> last logits [B, V]; step(tok_B1) -> next logits [B, V]."""
 
     def __init__(self, model, max_len: int, n_loops: int | None = None, compile: bool = False,
-                 backend: str = "inductor", mode: str | None = None, skip_halted: bool = False) -> None:
+                 backend: str = "inductor", mode: str | None = None, skip_halted: bool = False,
+                 skip_guards: bool = True) -> None:
         if compile and skip_halted:
             raise ValueError("ACT skip mode (skip_halted) is eager-only: compiled decode runs masked ACT")
         self.model, self.n_loops, self.max_len = model, n_loops, max_len
         self.cache = StaticKVCache(max_len, skip_halted=skip_halted, full_length=compile)
         self.compiled = None
         self.warm = False  # the compiled step has run once (compiled)
+        self.skip_guards = skip_guards  # after the first step (tests turn it off to count recompiles)
         self.cuda_graphs = False
         if compile:
             dev = next(model.parameters()).device
@@ -72,7 +74,7 @@ class Decoder:
             raise ValueError(f"Decoder: position {self.cache.pos} is past max_len {self.max_len}")
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
-        if self.warm:  # one graph, nothing it guards on changes between steps: skip the per-call guard checks
+        if self.warm and self.skip_guards:  # one graph, nothing it guards on changes: skip the guard checks
             with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
                 logits_BV = self.compiled(tok_B1)
         else:

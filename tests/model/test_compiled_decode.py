@@ -34,13 +34,20 @@ def test_no_recompiles_across_64_positions():
     model = _model("mla", True)
     cnt = CompileCounterWithBackend("eager")
     prompt = torch.randint(0, model.cfg.vocab_size, (2, 4))
-    out = model.generate(prompt, 66, n_loops=3, compile=True, backend=cnt)  # 65 compiled steps
+    # guards evaluated at every step (generate skips them after the first): a recompile would show
+    dec = Decoder(model, 128, 3, compile=True, backend=cnt, skip_guards=False)
+    toks = [dec.prefill(prompt).argmax(-1, keepdim=True)]
+    for _ in range(65):  # positions 4 .. 68
+        toks.append(dec.step(toks[-1]).argmax(-1, keepdim=True))
+    out = torch.cat([prompt, *toks], 1)
     assert cnt.frame_count == 1, cnt.frame_count  # compiled once, at the first step
     assert not counters["recompiles"], dict(counters["recompiles"])
-    # the same decoder serves a second generation (another prompt, same shape) without compiling again
-    again = model.generate(prompt.flip(1), 66, n_loops=3, compile=True, backend=cnt)
-    assert cnt.frame_count == 1 and not torch.equal(again, out)
     assert torch.equal(out[:, 4:], _full_forward_greedy(model, out, 4, 3))
+    # generate()'s decoder (another cache object, same shapes) runs the same graph; a second generation too
+    a = model.generate(prompt, 66, n_loops=3, compile=True, backend=cnt)
+    b = model.generate(prompt.flip(1), 66, n_loops=3, compile=True, backend=cnt)
+    assert torch.equal(a, out) and not torch.equal(a, b)
+    assert cnt.frame_count == 1, cnt.frame_count
 
 
 def test_recompile_counter_can_fail():
