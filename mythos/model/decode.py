@@ -45,6 +45,8 @@ class Decoder:
             self.cuda_graphs = mode == "reduce-overhead"
             if self.cuda_graphs:
                 self.cache.alloc_hook = torch._dynamo.mark_static_address
+            for moe in model.moe_modules():  # few-token steps: gathered experts, fused by inductor (moe.py)
+                moe.gather_decode = True
             self.compiled = torch.compile(self._step, backend=backend, mode=mode, dynamic=False, fullgraph=True)
 
     @classmethod

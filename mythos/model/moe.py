@@ -78,6 +78,9 @@ class MoE(nn.Module):
         self.shared = SwiGLU(cfg.dim, m.n_shared * (m.shared_dim or m.expert_dim)) if m.n_shared else None
         self.register_buffer("bias", torch.zeros(m.n_routed))
         self.register_buffer("tokens_per_expert", torch.zeros(m.n_routed))
+        # Set by the compiled decoder (mythos/model/decode.py) on a model it owns: compiled steps of a few tokens
+        # then take `_gathered` (all experts local: never under expert parallelism, which replaces the experts).
+        self.gather_decode = False
 
     # ---- routing ----------------------------------------------------------------------------------------------------
     def route(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,7 +105,7 @@ class MoE(nn.Module):
         shape = x_BTD.shape
         x_ND = x_BTD.reshape(-1, shape[-1])
         idx_NK, gates_NK, _ = self.route(x_ND)
-        if torch.compiler.is_compiling() and idx_NK.numel() <= self.n_experts and not torch.is_grad_enabled():
+        if self.gather_decode and torch.compiler.is_compiling() and idx_NK.numel() <= self.n_experts:
             return self._gathered(x_ND, idx_NK, gates_NK).view(shape), self._counts(idx_NK.reshape(-1))
         flat_M = idx_NK.reshape(-1)
         order_M = torch.argsort(flat_M, stable=True)
@@ -121,7 +124,7 @@ class MoE(nn.Module):
             0, flat_M, torch.ones_like(flat_M))
 
     def _gathered(self, x_ND: torch.Tensor, idx_NK: torch.Tensor, gates_NK: torch.Tensor) -> torch.Tensor:
-        """Compiled decode (a few tokens, no grad): each token against its k experts' weights, indexed in place
+        """Compiled decode (a few tokens): each token against its k experts' weights, indexed in place
         (gpt-fast's MoE decode), so inductor fuses the gather into the matvec and reads only the chosen experts; the
         sorted dispatch's opaque grouped-mm would visit all E groups for a handful of rows."""
         w13_NKDF = self.experts.w13_EDF[idx_NK].to(x_ND.dtype)
