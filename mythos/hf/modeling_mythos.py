@@ -7,8 +7,10 @@
   created by the first forward with `use_cache` and handed back in `outputs.cache`; generate() passes it on and feeds
   one new token per step. Greedy decode equals `mythos-generate` (tests/hf/test_generate.py). Beam search and
   assisted decoding (which reorder or crop caches) are not supported.
-- attention_mask: the model has none. Right padding is harmless for a causal model (positions before the padding never
-  see it), so it is accepted; left padding (or padding with a cache) raises ValueError: use batch size 1 then.
+- attention_mask: left padding (what batched generation and lm-eval's generation tasks use) is honoured: padding is
+  never attended to and RoPE positions count only a row's real tokens, so each row gets the logits it has alone
+  (`Mythos.forward(mask_BT=...)`). The mask may cover the cached positions too (generate() passes it whole). Right
+  padding without a cache is left out: positions before the padding never see it, and logits stay bit-identical.
 
 In an exported directory the `mythos...` imports below are rewritten to the bundled copies (mythos/hf/bundle.py).
 """
@@ -56,13 +58,21 @@ _IGNORED_ARGS = {"position_ids", "cache_position", "logits_to_keep", "output_att
                  "token_type_ids", "inputs_embeds", "past_key_values"}
 
 
-def _check_padding(mask_BT: torch.Tensor | None, cached: bool) -> None:
-    if mask_BT is None or bool(mask_BT.all()):
-        return
+def _chunk_mask(mask_BT: torch.Tensor | None, t: int, cache: KVCache | None) -> torch.Tensor | None:
+    """The mask of this forward's t tokens (generate() passes the cached positions' too), or None when it changes
+    nothing: all ones, or right padding of a fresh sequence (causal: no position before the padding sees it)."""
+    if mask_BT is None:
+        return None
+    past = cache.pos if cache is not None else 0
+    if mask_BT.shape[1] == past + t:
+        mask_BT = mask_BT[:, past:]
+    elif mask_BT.shape[1] != t:
+        raise ValueError(f"attention_mask has {mask_BT.shape[1]} positions; expected {t} or {past + t}")
+    fresh = cache is None or (cache.pos == 0 and cache.valid_BS is None)
     m = mask_BT.long()
-    if cached or bool((m[:, 1:] > m[:, :-1]).any()):
-        raise ValueError("Mythos has no attention mask: only right padding without a cache is supported "
-                         "(use batch size 1 for left-padded generation)")
+    if bool(m.all()) or (fresh and not bool((m[:, 1:] > m[:, :-1]).any())):
+        return None
+    return mask_BT
 
 
 class MythosForCausalLM(PreTrainedModel, GenerationMixin):
@@ -108,9 +118,9 @@ class MythosForCausalLM(PreTrainedModel, GenerationMixin):
             cache = None
         if cache is None and use_cache and not self.training:
             cache = MythosCache()
-        _check_padding(attention_mask, cached=cache is not None and cache.pos > 0)
+        mask_BT = _chunk_mask(attention_mask, input_ids.shape[1], cache)
         loops = self.config.n_loops if n_loops is None else int(n_loops)
-        logits_BTV = self.model(input_ids, n_loops=loops, cache=cache).logits_BTV
+        logits_BTV = self.model(input_ids, n_loops=loops, cache=cache, mask_BT=mask_BT).logits_BTV
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits_BTV[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)

@@ -23,6 +23,12 @@ class _FillCache:
     def __init__(self, base: LayerCache, rows: torch.Tensor | None, halted_BT: torch.Tensor, last: dict) -> None:
         self.base, self.rows, self.halted_BT, self.last = base, rows, halted_BT, last
 
+    @property
+    def attn_mask(self) -> torch.Tensor | None:
+        """The padding mask of the computed rows."""
+        m = self.base.attn_mask
+        return m if m is None or self.rows is None else m[self.rows]
+
     def update(self, **new: torch.Tensor) -> dict[str, torch.Tensor]:
         chunk = {}
         for name, x in new.items():
@@ -65,6 +71,8 @@ class HaltingSkip:
             h_new, load_E = self.recurrence(h_BTD, e_BTD, t, cos_TF, sin_TF, _FillCache(cache, None, halted_BT,
                                                                                           self.last))
             return h_new, torch.sigmoid(self.halt(h_new).float()).squeeze(-1), load_E
+        if cos_TF.dim() == 4:  # per-row RoPE tables [B, 1, T, F] (padded batch): the computed rows' only
+            cos_TF, sin_TF = cos_TF[rows], sin_TF[rows]
         h_sub, load_E = self.recurrence(h_BTD[rows], e_BTD[rows], t, cos_TF, sin_TF,
                                         _FillCache(cache, rows, halted_BT, self.last))
         h_new = h_BTD.clone()

@@ -29,7 +29,7 @@ from mythos.model.moe import MoE, RoutedExperts
 from mythos.model.norm import RMSNorm
 from mythos.model.plan import ParallelPlan
 from mythos.model.recurrence import Recurrence
-from mythos.model.rope import rope_tables
+from mythos.model.rope import rope_at, rope_tables
 
 
 @dataclass
@@ -129,13 +129,23 @@ class Mythos(nn.Module):
         return lp.train_count if self.training else lp.inference
 
     # ---- forward ----------------------------------------------------------------------------------------------------
-    def forward(self, tokens_BT: torch.Tensor, n_loops: int | None = None, cache: KVCache | None = None) -> ModelOutput:
-        """Logits and auxiliaries. With `cache`, tokens_BT continues the cached sequence (positions start at
-        cache.pos) and every attention call site appends to its own cache (one per loop index for the loop)."""
+    def forward(self, tokens_BT: torch.Tensor, n_loops: int | None = None, cache: KVCache | None = None,
+                mask_BT: torch.Tensor | None = None) -> ModelOutput:
+        """Logits and auxiliaries. With `cache` (a KVCache or a StaticKVCache), tokens_BT continues the cached
+        sequence (positions start at cache.pos) and every attention call site appends to its own cache (one per
+        loop index for the loop). mask_BT (1 = token, 0 = padding; inference only) lets rows of different lengths
+        share a batch: padding is never attended to and RoPE positions count only real tokens, so a left-padded row
+        gets its own logits; without a cache a temporary one carries the mask."""
         c = self.cfg
         b, t = tokens_BT.shape
-        pos0 = cache.pos if cache is not None else 0
-        cos_TF, sin_TF = rope_tables(pos0, t, c.rope_dim, c.attention.rope_theta, tokens_BT.device)
+        if mask_BT is not None and cache is None and not bool(mask_BT.all()):
+            cache = KVCache()
+        pos_BT = cache.begin(tokens_BT, mask_BT) if cache is not None else None
+        if pos_BT is None:
+            cos_TF, sin_TF = rope_tables(cache.pos if cache is not None else 0, t, c.rope_dim, c.attention.rope_theta,
+                                         tokens_BT.device)
+        else:  # [B, 1, T, F]: per-row positions, broadcast like the [T, F] tables
+            cos_TF, sin_TF = rope_at(pos_BT, c.rope_dim, c.attention.rope_theta)
         x_BTD = self.drop(self.embed(tokens_BT))
         for i, blk in enumerate(self.prelude):
             x_BTD, _ = blk(x_BTD, cos_TF, sin_TF, cache.layer(("prelude", i)) if cache is not None else None)
@@ -148,7 +158,7 @@ class Mythos(nn.Module):
             x_BTD, _ = blk(x_BTD, cos_TF, sin_TF, cache.layer(("coda", i)) if cache is not None else None)
         out.logits_BTV = self.head(self.norm(x_BTD)).float()
         if cache is not None:
-            cache.pos += t
+            cache.end(t)
         return out
 
     def _loop(self, e_BTD, n_loops, cos_TF, sin_TF, cache):
@@ -194,8 +204,8 @@ class Mythos(nn.Module):
     # ---- generation -------------------------------------------------------------------------------------------------
     def generate(self, tokens_BT: torch.Tensor, max_new_tokens: int, n_loops: int | None = None,
                  temperature: float = 0.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """See mythos.model.generate.generate."""
+                 generator: torch.Generator | None = None, **kw) -> torch.Tensor:
+        """See mythos.model.generate.generate (kw: mask_BT, static, compile, backend, skip_halted)."""
         from mythos.model.generate import generate
 
-        return generate(self, tokens_BT, max_new_tokens, n_loops, temperature, top_k, generator)
+        return generate(self, tokens_BT, max_new_tokens, n_loops, temperature, top_k, generator, **kw)

@@ -78,6 +78,9 @@ class MoE(nn.Module):
         self.shared = SwiGLU(cfg.dim, m.n_shared * (m.shared_dim or m.expert_dim)) if m.n_shared else None
         self.register_buffer("bias", torch.zeros(m.n_routed))
         self.register_buffer("tokens_per_expert", torch.zeros(m.n_routed))
+        # Set by the compiled decoder (mythos/model/decode.py) on a model it owns: compiled steps of a few tokens
+        # then take `_gathered` (all experts local: never under expert parallelism, which replaces the experts).
+        self.gather_decode = False
 
     # ---- routing ----------------------------------------------------------------------------------------------------
     def route(self, x_ND: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,18 +105,35 @@ class MoE(nn.Module):
         shape = x_BTD.shape
         x_ND = x_BTD.reshape(-1, shape[-1])
         idx_NK, gates_NK, _ = self.route(x_ND)
+        if self.gather_decode and torch.compiler.is_compiling() and idx_NK.numel() <= self.n_experts:
+            return self._gathered(x_ND, idx_NK, gates_NK).view(shape), self._counts(idx_NK.reshape(-1))
         flat_M = idx_NK.reshape(-1)
         order_M = torch.argsort(flat_M, stable=True)
         token_M = order_M // self.top_k
-        # scatter_add, not bincount: a static [E] shape (torch.compile-friendly), same counts
-        counts_E = torch.zeros(self.n_experts, dtype=torch.long, device=flat_M.device).scatter_add_(
-            0, flat_M, torch.ones_like(flat_M))
+        counts_E = self._counts(flat_M)
         y_sorted_MD = self.expert_compute(x_ND[token_M], counts_E)
         y_sorted_MD = y_sorted_MD * gates_NK.reshape(-1)[order_M, None].to(y_sorted_MD.dtype)
         out_ND = torch.zeros(x_ND.shape, dtype=y_sorted_MD.dtype, device=x_ND.device).index_add_(0, token_M, y_sorted_MD)
         if self.shared is not None:
             out_ND = out_ND + self.shared(x_ND).to(out_ND.dtype)
         return out_ND.view(shape), counts_E.detach().float()
+
+    def _counts(self, flat_M: torch.Tensor) -> torch.Tensor:
+        # scatter_add, not bincount: a static [E] shape (torch.compile-friendly), same counts
+        return torch.zeros(self.n_experts, dtype=torch.long, device=flat_M.device).scatter_add_(
+            0, flat_M, torch.ones_like(flat_M))
+
+    def _gathered(self, x_ND: torch.Tensor, idx_NK: torch.Tensor, gates_NK: torch.Tensor) -> torch.Tensor:
+        """Compiled decode (a few tokens): each token against its k experts' weights, indexed in place
+        (gpt-fast's MoE decode), so inductor fuses the gather into the matvec and reads only the chosen experts; the
+        sorted dispatch's opaque grouped-mm would visit all E groups for a handful of rows."""
+        w13_NKDF = self.experts.w13_EDF[idx_NK].to(x_ND.dtype)
+        g, u = torch.einsum("nd,nkdf->nkf", x_ND, w13_NKDF).chunk(2, dim=-1)
+        y_NKD = torch.einsum("nkf,nkfd->nkd", F.silu(g) * u, self.experts.w2_EFD[idx_NK].to(x_ND.dtype))
+        out_ND = (y_NKD * gates_NK[..., None].to(y_NKD.dtype)).sum(1)
+        if self.shared is not None:
+            out_ND = out_ND + self.shared(x_ND).to(out_ND.dtype)
+        return out_ND
 
     # ---- aux-loss-free balancing ------------------------------------------------------------------------------------
     @torch.no_grad()

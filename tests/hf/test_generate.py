@@ -51,10 +51,37 @@ def test_sampling_runs_and_bad_arguments_are_refused(run_export):
         hf(torch.tensor([[5, 6, 7]]), n_loop=2)
 
 
-def test_left_padding_is_refused(run_export):
+@pytest.mark.parametrize("kind", ["rdt-mla", "rdt-gqa-act"])
+def test_left_padded_batch_equals_each_prompt_alone(kind, prepared_data, tmp_path):
+    """Left padding + attention_mask through transformers' generate (with the cache and without it): every row
+    continues as its prompt alone does in our generate; the padded forward's logits at real positions equal the row
+    alone within 1e-5 relative to the largest logit (masked attention sums in another order)."""
+    ours, out = random_export(kind, prepared_data / "tokenizer.model", tmp_path / f"pad_{kind.replace('-', '_')}")
+    hf = load_hf(out)
+    prompts = [[17, 42, 99, 5, 230, 61], [8, 9], [250, 3, 77, 140]]
+    t = max(map(len, prompts))
+    ids = torch.zeros(len(prompts), t, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, t - len(p):], mask[i, t - len(p):] = torch.tensor(p), 1
+    alone = [ours.generate(torch.tensor([p]), 12, n_loops=3)[0].tolist() for p in prompts]
+    assert len(set(alone[0][6:])) > 3, "degenerate continuation: the comparison would be weak"
+    for use_cache in (True, False):
+        got = hf.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False, n_loops=3,
+                          use_cache=use_cache, eos_token_id=None, pad_token_id=0)
+        for i, p in enumerate(prompts):
+            assert got[i, t - len(p):].tolist() == alone[i], (use_cache, i)
+    with torch.no_grad():
+        logits = hf(ids, attention_mask=mask, n_loops=3, use_cache=False).logits
+        for i, p in enumerate(prompts):
+            want = ours(torch.tensor([p]), n_loops=3).logits_BTV[0]
+            assert (logits[i, t - len(p):] - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+def test_right_padding_leaves_logits_unchanged(run_export):
     hf = load_hf(run_export)
     ids = torch.tensor([[0, 5, 6], [7, 8, 9]])
-    with pytest.raises(ValueError, match="right padding"):
-        hf(ids, attention_mask=torch.tensor([[0, 1, 1], [1, 1, 1]]))
     right = hf(ids, attention_mask=torch.tensor([[1, 1, 0], [1, 1, 1]]), use_cache=False).logits
     assert torch.equal(right, hf(ids, use_cache=False).logits)
+    with pytest.raises(ValueError, match="attention_mask has 2 positions"):
+        hf(ids, attention_mask=torch.ones(2, 2, dtype=torch.long))

@@ -1,0 +1,91 @@
+"""Compiled decode (mythos/model/decode.py): one graph for every position (no recompiles after the warm-up across 64
+positions, counted with a CompileCounter backend), and greedy compiled decode gives the full forward's tokens.
+
+The graph-count and numerics matrix use the `aot_eager` backend (the same dynamo graph and functionalisation as
+inductor without compiling C++, which takes ~30 s per graph on this CPU); one case runs the real inductor backend."""
+import pytest
+import torch
+
+from mythos.model import Mythos
+from mythos.model.decode import Decoder
+from tests.model.helpers import micro_cfg
+
+
+def _model(kind, act, seed=0):
+    torch.manual_seed(seed)
+    model = Mythos(micro_cfg(kind, act=act, init_std=0.3)).eval()
+    if act:
+        torch.nn.init.normal_(model.halt.weight, std=0.5)
+    return model
+
+
+def _full_forward_greedy(model, out, prompt_len, n_loops):
+    """Teacher forcing: the full (uncached) forward's argmax at every generated position."""
+    with torch.no_grad():
+        return model(out[:, :-1], n_loops=n_loops).logits_BTV[:, prompt_len - 1:].argmax(-1)
+
+
+def test_no_recompiles_across_64_positions():
+    from torch._dynamo.testing import CompileCounterWithBackend
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = _model("mla", True)
+    cnt = CompileCounterWithBackend("eager")
+    prompt = torch.randint(0, model.cfg.vocab_size, (2, 4))
+    # guards evaluated at every step (generate skips them after the first): a recompile would show
+    dec = Decoder(model, 128, 3, compile=True, backend=cnt, skip_guards=False)
+    toks = [dec.prefill(prompt).argmax(-1, keepdim=True)]
+    for _ in range(65):  # positions 4 .. 68
+        toks.append(dec.step(toks[-1]).argmax(-1, keepdim=True))
+    out = torch.cat([prompt, *toks], 1)
+    assert cnt.frame_count == 1, cnt.frame_count  # compiled once, at the first step
+    assert not counters["recompiles"], dict(counters["recompiles"])
+    assert torch.equal(out[:, 4:], _full_forward_greedy(model, out, 4, 3))
+    # generate()'s decoder (another cache object, same shapes) runs the same graph; a second generation too
+    a = model.generate(prompt, 66, n_loops=3, compile=True, backend=cnt)
+    b = model.generate(prompt.flip(1), 66, n_loops=3, compile=True, backend=cnt)
+    assert torch.equal(a, out) and not torch.equal(a, b)
+    assert cnt.frame_count == 1, cnt.frame_count
+
+
+def test_recompile_counter_can_fail():
+    """The counter sees a recompile when the graph does depend on a moving Python int (a control for the test above)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    cnt = CompileCounterWithBackend("eager")
+    step = torch.compile(lambda x, pos: x * pos, backend=cnt, dynamic=False)
+    for pos in range(3):
+        step(torch.ones(2), pos)
+    assert cnt.frame_count > 1
+
+
+@pytest.mark.parametrize("kind", ["mla", "gqa"])
+@pytest.mark.parametrize("act", [False, True])
+@pytest.mark.parametrize("n_loops", [1, 4, 16])
+def test_compiled_greedy_equals_full_forward(kind, act, n_loops):
+    torch._dynamo.reset()
+    model = _model(kind, act)
+    prompt = torch.randint(0, model.cfg.vocab_size, (2, 5))
+    out = model.generate(prompt, 10, n_loops=n_loops, compile=True, backend="aot_eager")
+    assert len(set(out[0, 5:].tolist())) > 2, "degenerate continuation: a weak comparison"
+    assert torch.equal(out[:, 5:], _full_forward_greedy(model, out, 5, n_loops))
+    assert torch.equal(out, model.generate(prompt, 10, n_loops=n_loops))  # and the eager dynamic cache's tokens
+
+
+def test_inductor_compiled_greedy_equals_full_forward():
+    """The real backend (C++ kernels on CPU): same tokens as the full forward and as eager decode."""
+    torch._dynamo.reset()
+    model = _model("mla", True)
+    prompt = torch.randint(0, model.cfg.vocab_size, (1, 5))
+    out = model.generate(prompt, 12, n_loops=4, compile=True)
+    assert torch.equal(out[:, 5:], _full_forward_greedy(model, out, 5, 4))
+    assert torch.equal(out, model.generate(prompt, 12, n_loops=4))
+
+
+def test_act_skip_mode_is_eager_only():
+    model = _model("mla", True)
+    with pytest.raises(ValueError, match="eager-only"):
+        Decoder(model, 64, 4, compile=True, skip_halted=True)
