@@ -11,7 +11,8 @@ graph can only follow with a host sync per loop or a graph per halting pattern. 
 (every loop computed, halted positions frozen): the same tokens, without the skipped FLOPs.
 
 Prefill runs eagerly (its length differs per call); decoders are kept per (model, batch, max_len, loops, ...) so a
-second generation of the same shape reuses the compiled graph.
+second generation of the same shape reuses the compiled graph. Each other shape (batch, buffer length rounded to 64,
+loop count) is one more graph of the same function: past torch's recompile limit (8) dynamo runs it eagerly.
 """
 from __future__ import annotations
 
