@@ -110,4 +110,29 @@ class Parity:
         return Batch(toks, tgt, ks, torch.full((batch,), t - 1, dtype=torch.long))
 
 
+class PrefixParity:
+    """BOS followed by n bits; the target at bit i is the parity of bits 1..i (BOS is not scored). Every row of a
+    batch has the same n, so the loop count can be set to n. A loop that reads the previous position's running
+    parity and XORs in its own bit extends the correct prefix by one position per loop. Chance: 1/2."""
+
+    name = "prefix-parity"
+    ZERO, ONE, BOS = 0, 1, 2
+    vocab_size = 3
+    chance = 0.5
+
+    def sample(self, batch: int, n: int, gen: torch.Generator) -> Batch:
+        if n < 1:
+            raise ValueError(f"prefix parity needs n >= 1 bits, got {n}")
+        bits = torch.randint(2, (batch, n), generator=gen)
+        toks = torch.cat((torch.full((batch, 1), self.BOS, dtype=torch.long), bits), dim=1)
+        tgt = torch.cat((torch.full((batch, 1), -100, dtype=torch.long), torch.cumsum(bits, dim=1) % 2), dim=1)
+        return Batch(toks, tgt, torch.full((batch,), n, dtype=torch.long), torch.full((batch,), n, dtype=torch.long))
+
+
+def curriculum_max_n(step: int, steps: int, n_start: int, n_end: int, frac: float = 1 / 3) -> int:
+    """Largest n at `step`: n_start raised linearly to n_end over the first `frac` of training, then n_end."""
+    ramp = max(1, int(steps * frac))
+    return n_start + (n_end - n_start) * min(step, ramp) // ramp
+
+
 TASKS = {"khop": KHop, "parity": Parity}
