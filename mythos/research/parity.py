@@ -175,6 +175,22 @@ def summarise(rows: dict[tuple[str, int], dict], s: ParityScale) -> dict:
     return out
 
 
+def markdown_table(res: dict) -> str:
+    """The summary as a markdown table (docs/research.md): last-bit accuracy per seed at 1.33x and 2x the longest
+    training length, per loop schedule."""
+    sc = res["scale"]
+    lines = [f"| arm | seeds | params | train s / seed | schedule | last bit, n = {sc['n_probe']} | "
+             f"last bit, n = {sc['n_test']} |", "|---|---|---|---|---|---|---|"]
+    for arm, a in res["summary"].items():
+        params = next(r["params"] for r in res["runs"].values() if r["arm"] == arm)
+        for sch in a["last_bit_at_probe"]:
+            probe, test = a["last_bit_at_probe"][sch], a["last_bit_at_test"][sch]
+            lines.append(f"| {arm} | {', '.join(map(str, a['seeds']))} | {params} | "
+                         f"{', '.join(f'{t:.0f}' for t in a['train_seconds'])} | {sch} | "
+                         f"{' / '.join(f'{v:.3f}' for v in probe)} | {' / '.join(f'{v:.3f}' for v in test)} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, jobs: int = 1,
                arms: list[str] | None = None, seeds: list[int] | None = None, on_progress=None):
     """Run the missing (arm, seed) pairs, then aggregate every finished run on disk into results + plots."""
@@ -211,6 +227,8 @@ def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, j
     run_pieces(train_one, [(f"{a}_s{sd}", (a, s, sd, log if jobs <= 1 else print)) for a, sd in todo], jobs,
                finished)
     res = results()
+    if done:
+        (out_dir / "summary.md").write_text(markdown_table(res))
     files = [plots.parity_vs_length(res, out_dir / "parity_vs_length.png"),
              plots.parity_by_position(res, out_dir / "parity_by_position.png")] if done else []
     return res, files

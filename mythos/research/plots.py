@@ -92,6 +92,14 @@ def lines(series: dict[str, tuple[list, list]], path: Path, *, xlabel: str, ylab
     return _save(fig, path)
 
 
+_ARM_ORDER = ("loops=n", "independent", "loops=n-nopos", "dense-params", "dense-flops")
+
+
+def _parity_arms(res: dict) -> list[str]:
+    arms = {r["arm"] for r in res["runs"].values()}
+    return sorted(arms, key=lambda a: (_ARM_ORDER.index(a) if a in _ARM_ORDER else len(_ARM_ORDER), a))
+
+
 def _parity_mean(res: dict, arm: str, schedule: str) -> tuple[dict[str, list[float]], int]:
     """Mean over an arm's seeds of the per-position accuracy, per length; and the number of seeds."""
     rows = [r["position_acc"][schedule] for r in res["runs"].values() if r["arm"] == arm]
@@ -102,7 +110,7 @@ def parity_vs_length(res: dict, path: Path) -> Path:
     """Last-bit accuracy against length, one panel per looped arm, one line per loop schedule (mean over seeds, thin
     lines per seed); dense arms dashed in every panel; the trained lengths shaded."""
     plt = _plt()
-    arms = sorted({r["arm"] for r in res["runs"].values()})
+    arms = _parity_arms(res)
     looped = [a for a in arms if "dense" not in a] or arms
     dense = [a for a in arms if "dense" in a]
     sc = res["scale"]
@@ -136,7 +144,7 @@ def parity_by_position(res: dict, path: Path) -> Path:
     """Accuracy at each bit position of the longest test sequences, per arm and loop schedule (mean over seeds):
     shows where the errors start."""
     plt = _plt()
-    arms = sorted({r["arm"] for r in res["runs"].values()})
+    arms = _parity_arms(res)
     sc = res["scale"]
     n = str(sc["n_test"])
     fig, axes = plt.subplots(1, len(arms), figsize=(3.6 * len(arms), 3.2), sharey=True, squeeze=False)
@@ -150,6 +158,6 @@ def parity_by_position(res: dict, path: Path) -> Path:
         ax.set_title(f"{arm}: n = {n} ({k} seeds)", fontsize=9)
         ax.set_xlabel("bit position")
         ax.set_ylim(0.3, 1.02)
+        ax.legend(fontsize=6, loc="lower left")
     axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=6, loc="lower left")
     return _save(fig, path)
