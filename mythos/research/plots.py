@@ -92,6 +92,7 @@ def lines(series: dict[str, tuple[list, list]], path: Path, *, xlabel: str, ylab
     return _save(fig, path)
 
 
+_COLORS = {"n/2": "tab:blue", "n": "tab:green", "2n": "tab:purple", "dense": "tab:red"}
 _ARM_ORDER = ("loops=n", "independent", "loops=n-nopos", "dense-params", "dense-flops")
 
 
@@ -115,15 +116,14 @@ def parity_vs_length(res: dict, path: Path) -> Path:
     dense = [a for a in arms if "dense" in a]
     sc = res["scale"]
     fig, axes = plt.subplots(1, len(looped), figsize=(4.6 * len(looped), 3.5), sharey=True, squeeze=False)
-    colors = {"n/2": "tab:blue", "n": "tab:green", "2n": "tab:purple", "dense": "tab:red"}
     for ax, arm in zip(axes[0], looped):
         for sch in (res["schedules"] if arm not in dense else ["dense"]):
             mean, k = _parity_mean(res, arm, sch)
             ns = [int(n) for n in mean]
             for r in res["runs"].values():
                 if r["arm"] == arm and k > 1:
-                    ax.plot(ns, [r["last_bit"][sch][str(n)] for n in ns], color=colors[sch], lw=0.5, alpha=0.4)
-            ax.plot(ns, [mean[str(n)][-1] for n in ns], color=colors[sch], marker=".", label=f"{sch} loops ({k} seeds)")
+                    ax.plot(ns, [r["last_bit"][sch][str(n)] for n in ns], color=_COLORS[sch], lw=0.5, alpha=0.4)
+            ax.plot(ns, [mean[str(n)][-1] for n in ns], color=_COLORS[sch], marker=".", label=f"{sch} loops ({k} seeds)")
         for i, d in enumerate(dense):
             mean, k = _parity_mean(res, d, "dense")
             ns = [int(n) for n in mean]
@@ -151,7 +151,7 @@ def parity_by_position(res: dict, path: Path) -> Path:
     for ax, arm in zip(axes[0], arms):
         for sch in (["dense"] if "dense" in arm else res["schedules"]):
             mean, k = _parity_mean(res, arm, sch)
-            ax.plot(range(1, len(mean[n]) + 1), mean[n], marker=".", ms=3, label=f"{sch} loops" if sch != "dense"
+            ax.plot(range(1, len(mean[n]) + 1), mean[n], marker=".", ms=3, color=_COLORS[sch], label=f"{sch} loops" if sch != "dense"
                     else "dense")
         ax.axvline(sc["n_train"] + 0.5, color="orange", lw=1, label="longest trained")
         ax.axhline(res["chance"], color="gray", ls=":")
