@@ -76,3 +76,17 @@ def test_unknown_arm_is_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["parity", "--scale", "tiny", "--out", str(tmp_path), "--arms", "loops=n,bogus"])
     assert exc.value.code == 2 and "bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", ["tiny", "cpu", "gpu"])
+def test_every_scale_builds_every_arm(scale):
+    """Configs only (no model build): every arm valid at every scale, the probe at 1.33x, dense-flops = n_train layers,
+    dense-params within 15% of the looped model's parameters."""
+    from mythos.model import model_stats
+    s = parity.SCALES[scale]
+    assert s.n_test == 2 * s.n_train and s.n_probe == round(4 * s.n_train / 3)
+    cfgs = {a: parity.arm_config(a, s) for a in parity.ARMS}
+    assert cfgs["dense-flops"].n_layers == s.n_train and cfgs["loops=n-nopos"].attention.position == "none"
+    assert cfgs["loops=n"].attention.position == "rope" and cfgs["loops=n"].loops.backprop_k == 0
+    looped, dense = (model_stats(cfgs[a], seq_len=8)["total_params"] for a in ("loops=n", "dense-params"))
+    assert abs(dense - looped) / looped < 0.15
