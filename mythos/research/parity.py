@@ -5,7 +5,7 @@ Task (tasks.PrefixParity): BOS + n bits, target at each bit = parity so far; one
   loops=n         the looped model runs exactly n loops on a batch of length n (training and evaluation)
   independent     the same model, loops ~ Poisson(6) clamped to [1, 12] per step, whatever n (the old recipe)
   dense-params    a plain Transformer with about the looped model's parameter count
-  dense-flops     a plain Transformer with n_train layers: the looped model's FLOPs at the longest training length
+  dense-flops     n_train dense layers, FFN widened to the looped model's FLOPs/token at n_train loops
   loops=n-nopos   ablation: loops=n with `attention.position = "none"` (no RoPE)
 Evaluation: every length 1 .. 2 n_train, looped arms at n/2, n and 2n loops; accuracy at every position.
 
@@ -85,6 +85,19 @@ def looped_config(s: ParityScale, loops_eq_n: bool, position: str = "rope") -> M
                        moe=MoEConfig(n_routed=4, top_k=2, expert_dim=2 * s.dim, n_shared=1)).validate()
 
 
+def dense_matching_flops(looped: ModelConfig, n_layers: int) -> ModelConfig:
+    """n_layers dense blocks (one per loop at the longest training length) whose SwiGLU width makes the per-token
+    FLOPs equal the looped model's at n_layers loops: the looped block's MoE (top-2 of 4 routed + shared) costs
+    more than a default dense FFN. FLOPs are affine in the FFN width, so two measurements give it."""
+    def flops(ffn: int) -> float:
+        cfg = dense_config(looped.vocab_size, looped.dim, n_layers).replace(ffn_dim=ffn)
+        return model_stats(cfg, seq_len=n_layers + 1)["flops_per_token"]
+    target = model_stats(looped, seq_len=n_layers + 1)["flops_per_token"]  # loops.train_count = n_layers loops
+    f1, f2 = flops(64), flops(128)
+    ffn = max(8, 8 * round((64 + (target - f1) * 64 / (f2 - f1)) / 8))
+    return dense_config(looped.vocab_size, looped.dim, n_layers).replace(ffn_dim=ffn).validate()
+
+
 def arm_config(name: str, s: ParityScale) -> ModelConfig:
     if name == "loops=n":
         return looped_config(s, True)
@@ -95,7 +108,7 @@ def arm_config(name: str, s: ParityScale) -> ModelConfig:
     if name == "dense-params":
         return dense_config(PrefixParity.vocab_size, s.dim, dense_layers_matching_params(looped_config(s, True)))
     if name == "dense-flops":
-        return dense_config(PrefixParity.vocab_size, s.dim, s.n_train)
+        return dense_matching_flops(looped_config(s, True), s.n_train)
     raise ValueError(f"unknown parity arm {name!r}; known: {', '.join(ARMS)}")
 
 

@@ -80,8 +80,8 @@ def test_unknown_arm_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("scale", ["tiny", "cpu", "gpu"])
 def test_every_scale_builds_every_arm(scale):
-    """Configs only (no model build): every arm valid at every scale, the probe at 1.33x, dense-flops = n_train layers,
-    dense-params within 15% of the looped model's parameters."""
+    """Configs only (no model build): every arm valid at every scale, the probe at 1.33x, dense-flops = n_train layers
+    within 3% of the looped model's FLOPs/token at n_train loops, dense-params within 15% of its parameters."""
     from mythos.model import model_stats
     s = parity.SCALES[scale]
     assert s.n_test == 2 * s.n_train and s.n_probe == round(4 * s.n_train / 3)
@@ -90,3 +90,5 @@ def test_every_scale_builds_every_arm(scale):
     assert cfgs["loops=n"].attention.position == "rope" and cfgs["loops=n"].loops.backprop_k == 0
     looped, dense = (model_stats(cfgs[a], seq_len=8)["total_params"] for a in ("loops=n", "dense-params"))
     assert abs(dense - looped) / looped < 0.15
+    looped, dense = (model_stats(cfgs[a], seq_len=s.n_train + 1)["flops_per_token"] for a in ("loops=n", "dense-flops"))
+    assert cfgs["loops=n"].loops.train_count == s.n_train and abs(dense - looped) / looped < 0.03
