@@ -4,6 +4,9 @@ cache used by generation.
 MLA caches only the normalised latent c_kv [kv_lora_rank] and ONE RoPE key [rope_dim] shared by all heads, per token
 per (layer, loop); keys/values for the heads are re-expanded from the latent at every step (no weight absorption:
 simpler, and exactly the full-forward arithmetic, so cached decode matches the full forward).
+
+`attention.position = "none"` skips the rotation (MLA's rope dims become plain dims): order then comes only from the
+causal mask, so nothing in the block depends on absolute positions never seen in training.
 """
 from __future__ import annotations
 
@@ -142,12 +145,15 @@ class GQA(nn.Module):
         self.wq = nn.Linear(cfg.dim, self.n_heads * self.hd, bias=False)
         self.wkv = nn.Linear(cfg.dim, 2 * self.n_kv * self.hd, bias=False)
         self.wo = nn.Linear(self.n_heads * self.hd, cfg.dim, bias=False)
+        self.rope = cfg.attention.position == "rope"
 
     def forward(self, x_BTD, cos_TF, sin_TF, cache: LayerCache | None = None):
         b, t, _ = x_BTD.shape
-        q_BHTd = apply_rope(self.wq(x_BTD).view(b, t, self.n_heads, self.hd).transpose(1, 2), cos_TF, sin_TF)
+        q_BHTd = self.wq(x_BTD).view(b, t, self.n_heads, self.hd).transpose(1, 2)
         k_BTKd, v_BTKd = self.wkv(x_BTD).view(b, t, 2, self.n_kv, self.hd).unbind(2)
-        k_BTKd = apply_rope(k_BTKd.transpose(1, 2), cos_TF, sin_TF).transpose(1, 2)
+        if self.rope:
+            q_BHTd = apply_rope(q_BHTd, cos_TF, sin_TF)
+            k_BTKd = apply_rope(k_BTKd.transpose(1, 2), cos_TF, sin_TF).transpose(1, 2)
         mask = None
         if cache is not None:
             full = cache.update(k=k_BTKd, v=v_BTKd)
@@ -174,16 +180,18 @@ class MLA(nn.Module):
         self.kv_norm = RMSNorm(self.r, eps=cfg.norm_eps)
         self.wkv_b = nn.Linear(self.r, self.n_heads * (self.dn + self.dv), bias=False)
         self.wo = nn.Linear(self.n_heads * self.dv, cfg.dim, bias=False)
+        self.rope = cfg.attention.position == "rope"
 
     def forward(self, x_BTD, cos_TF, sin_TF, cache: LayerCache | None = None):
         b, t, _ = x_BTD.shape
         h = self.n_heads
         q = self.wq_b(self.q_norm(self.wq_a(x_BTD))) if hasattr(self, "wq_a") else self.wq(x_BTD)
         q_nope_BHTn, q_pe_BHTr = q.view(b, t, h, self.dn + self.dr).transpose(1, 2).split([self.dn, self.dr], -1)
-        q_pe_BHTr = apply_rope(q_pe_BHTr, cos_TF, sin_TF)
         c_BTR, k_pe_BTr = self.wkv_a(x_BTD).split([self.r, self.dr], -1)
         c_BTR = self.kv_norm(c_BTR)
-        k_pe_BTr = apply_rope(k_pe_BTr[:, None], cos_TF, sin_TF)[:, 0]
+        if self.rope:
+            q_pe_BHTr = apply_rope(q_pe_BHTr, cos_TF, sin_TF)
+            k_pe_BTr = apply_rope(k_pe_BTr[:, None], cos_TF, sin_TF)[:, 0]
         mask = None
         if cache is not None:
             full = cache.update(c_kv=c_BTR, k_pe=k_pe_BTr)

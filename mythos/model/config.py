@@ -36,6 +36,7 @@ class LoopConfig:
 @dataclass
 class AttentionConfig:
     kind: str = "mla"  # mla | gqa
+    position: str = "rope"  # rope | none: "none" attends with no position signal (causal mask only, as in Fan et al.)
     rope_theta: float = 10000.0
     # gqa
     n_kv_heads: int = 0  # 0 = n_heads (plain multi-head)
@@ -152,6 +153,7 @@ class ModelConfig:
             bad("dropout", f"expected a value in [0, 1), got {self.dropout}")
         a = self.attention
         choice("attention.kind", a.kind, ("mla", "gqa"))
+        choice("attention.position", a.position, ("rope", "none"))
         positive("attention.rope_theta", a.rope_theta)
         if a.kind == "gqa":
             positive("attention.n_kv_heads", a.n_kv_heads, allow_zero=True)

@@ -1,7 +1,8 @@
 """mythos-research EXPERIMENT [--out DIR] [--scale tiny|cpu|gpu]: one command per claim of the looped architecture.
 
   khop       (a) pointer following in context: train k <= 4 hops, test k <= 8 at 1..24 loops, 4 arms
-  parity     (a) fallback depth task: running parity after a marker, train k <= 4 bits, test k <= 16
+  parity     (a) "think longer": prefix parity, curriculum to n = 12, test n <= 24 at n/2, n, 2n loops; arms
+                 loops=n, independent loops, dense (params), dense (FLOPs) [+ loops=n-nopos]; resumes
   lm         (b) language (stdlib corpus): loss vs params / FLOPs, loss vs inference loops (fixed vs sampled),
                  why the demo's loss is flat across loop counts
   stability  (c) LTI injection vs unconstrained injection at 1x / 3x / 10x the learning rate
@@ -43,14 +44,19 @@ def write_results(out_dir: Path, results: dict) -> Path:
 def run(experiment: str, out_dir: Path, scale: str, **kw) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    log_file = (out_dir / "log.txt").open("w")
+    log_file = (out_dir / "log.txt").open("a" if experiment == "parity" else "w")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
         log_file.write(msg + "\n")
         log_file.flush()
 
-    if experiment in ("khop", "parity"):
+    if experiment == "parity":
+        from mythos.research.parity import run_parity
+        results, files = run_parity(out_dir, scale, log=log, steps=kw.get("steps"), jobs=kw.get("jobs") or 1,
+                                    arms=kw.get("arms"), seeds=kw.get("seeds"),
+                                    on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
+    elif experiment == "khop":
         from mythos.research import plots
         from mythos.research.depth import run_depth
         results = run_depth(experiment, scale, log=log, steps=kw.get("steps"), jobs=kw.get("jobs") or 1,
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", default="cpu", choices=("tiny", "cpu", "gpu"))
     p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (khop/parity)")
     p.add_argument("--jobs", type=int, default=1, help="khop/parity/lm: arms or runs trained at once in worker processes")
+    p.add_argument("--arms", default=None, help="parity: comma-separated arms (default the four headline arms)")
+    p.add_argument("--seeds", default=None, help="parity: comma-separated seeds (default the scale's)")
     p.add_argument("--data", default=None, help="lm/stability/act: a prepared corpus directory (default data/stdlib)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:
@@ -97,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--scale gpu: CUDA is not available on this machine")
     if args.jobs < 1:
         raise UserError(f"--jobs: expected a positive integer, got {args.jobs}")
+    arms = args.arms.split(",") if args.arms else None
+    if arms:
+        from mythos.research.parity import ARMS
+        if bad := [a for a in arms if a not in ARMS]:
+            raise UserError(f"--arms: unknown {', '.join(bad)}; known: {', '.join(ARMS)}")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise UserError(f"--seeds: expected comma-separated integers, got {args.seeds!r}") from None
     run(args.experiment, Path(args.out) / args.experiment, args.scale, steps=args.steps, data=args.data,
-        jobs=args.jobs)
+        jobs=args.jobs, arms=arms, seeds=seeds)
     return 0

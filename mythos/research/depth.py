@@ -1,4 +1,4 @@
-"""(a) Depth extrapolation: train on k <= 4, test k up to 8 (khop) / 16 (parity) at many inference loop counts.
+"""(a) Depth extrapolation on khop: train on k <= 4, test k up to 8 at many inference loop counts (parity: parity.py).
 
 Arms (same task, same steps, same batch):
   looped-sampled  loop count ~ Poisson(mean) clamped to [1, 12] per step (Huginn/Parcae)
@@ -41,9 +41,6 @@ SCALES = {
     "khop": {"tiny": DepthScale(32, 6, 16, 3e-3, 3, 8, 5, (0,)),
              "cpu": DepthScale(64, 300, 64, 3e-3, 6, 64, 8, (0,)),
              "gpu": DepthScale(256, 20000, 256, 1e-3, 6, 1024, 8, (0, 1), "cuda")},
-    "parity": {"tiny": DepthScale(32, 6, 16, 3e-3, 3, 8, 5, (0,)),
-               "cpu": DepthScale(64, 200, 64, 3e-3, 6, 64, 12, (0, 1)),
-               "gpu": DepthScale(256, 5000, 256, 1e-3, 6, 1024, 16, (0, 1), "cuda")},
 }
 
 

@@ -96,3 +96,74 @@ def lines(series: dict[str, tuple[list, list]], path: Path, *, xlabel: str, ylab
     ax.grid(True, alpha=0.3)
     legend_outside(ax, fontsize=7)
     return _save(fig, path)
+
+
+_COLORS = {"n/2": "tab:blue", "n": "tab:green", "2n": "tab:purple", "dense": "tab:red"}
+_ARM_ORDER = ("loops=n", "independent", "loops=n-nopos", "dense-params", "dense-flops")
+
+
+def _parity_arms(res: dict) -> list[str]:
+    arms = {r["arm"] for r in res["runs"].values()}
+    return sorted(arms, key=lambda a: (_ARM_ORDER.index(a) if a in _ARM_ORDER else len(_ARM_ORDER), a))
+
+
+def _parity_mean(res: dict, arm: str, schedule: str) -> tuple[dict[str, list[float]], int]:
+    """Mean over an arm's seeds of the per-position accuracy, per length; and the number of seeds."""
+    rows = [r["position_acc"][schedule] for r in res["runs"].values() if r["arm"] == arm]
+    return {n: [sum(v) / len(rows) for v in zip(*(r[n] for r in rows))] for n in rows[0]}, len(rows)
+
+
+def parity_vs_length(res: dict, path: Path) -> Path:
+    """Last-bit accuracy against length, one panel per looped arm, one line per loop schedule (mean over seeds, thin
+    lines per seed); dense arms dashed in every panel; the trained lengths shaded."""
+    plt = _plt()
+    arms = _parity_arms(res)
+    looped = [a for a in arms if "dense" not in a] or arms
+    dense = [a for a in arms if "dense" in a]
+    sc = res["scale"]
+    fig, axes = plt.subplots(1, len(looped), figsize=(4.6 * len(looped), 3.5), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], looped):
+        for sch in (res["schedules"] if arm not in dense else ["dense"]):
+            mean, k = _parity_mean(res, arm, sch)
+            ns = [int(n) for n in mean]
+            for r in res["runs"].values():
+                if r["arm"] == arm and k > 1:
+                    ax.plot(ns, [r["last_bit"][sch][str(n)] for n in ns], color=_COLORS[sch], lw=0.5, alpha=0.4)
+            ax.plot(ns, [mean[str(n)][-1] for n in ns], color=_COLORS[sch], marker=".", label=f"{sch} loops ({k} seeds)")
+        for i, d in enumerate(dense):
+            mean, k = _parity_mean(res, d, "dense")
+            ns = [int(n) for n in mean]
+            ax.plot(ns, [mean[str(n)][-1] for n in ns], ls="--", color="k" if "flops" in d else "tab:red",
+                    label=f"{d} ({k} seeds)")
+        ax.axhline(res["chance"], color="gray", ls=":", label="chance")
+        ax.axvspan(0.5, sc["n_train"] + 0.5, color="orange", alpha=0.1, label="trained lengths")
+        ax.axvline(sc["n_probe"], color="gray", lw=0.5)
+        ax.set_title(f"prefix parity: {arm}", fontsize=9)
+        ax.set_xlabel("length n (bits)")
+        ax.set_ylim(0.3, 1.02)
+    axes[0][0].set_ylabel("last-bit accuracy")
+    axes[0][0].legend(fontsize=6, loc="lower left")
+    return _save(fig, path)
+
+
+def parity_by_position(res: dict, path: Path) -> Path:
+    """Accuracy at each bit position of the longest test sequences, per arm and loop schedule (mean over seeds):
+    shows where the errors start."""
+    plt = _plt()
+    arms = _parity_arms(res)
+    sc = res["scale"]
+    n = str(sc["n_test"])
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.6 * len(arms), 3.2), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        for sch in (["dense"] if "dense" in arm else res["schedules"]):
+            mean, k = _parity_mean(res, arm, sch)
+            ax.plot(range(1, len(mean[n]) + 1), mean[n], marker=".", ms=3, color=_COLORS[sch], label=f"{sch} loops" if sch != "dense"
+                    else "dense")
+        ax.axvline(sc["n_train"] + 0.5, color="orange", lw=1, label="longest trained")
+        ax.axhline(res["chance"], color="gray", ls=":")
+        ax.set_title(f"{arm}: n = {n} ({k} seeds)", fontsize=9)
+        ax.set_xlabel("bit position")
+        ax.set_ylim(0.3, 1.02)
+        ax.legend(fontsize=6, loc="lower left")
+    axes[0][0].set_ylabel("accuracy")
+    return _save(fig, path)

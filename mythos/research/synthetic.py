@@ -40,13 +40,14 @@ def task_loss(model: Mythos, batch, n_loops: int | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def accuracy_by_k(model: Mythos, batches: dict[int, object], n_loops: int | None) -> dict[int, float]:
-    """Accuracy of the last (hardest) scored position, per k, on fixed evaluation batches."""
+def accuracy_by_k(model: Mythos, batches: dict[int, object], n_loops) -> dict[int, float]:
+    """Accuracy of the last (hardest) scored position, per k, on fixed evaluation batches. `n_loops` is a count,
+    None (the model's default) or a function of k (loops = n)."""
     was = model.training
     model.eval()
     acc = {}
     for k, batch in batches.items():
-        logits = model(batch.tokens_BT, n_loops=n_loops).logits_BTV
+        logits = model(batch.tokens_BT, n_loops=n_loops(k) if callable(n_loops) else n_loops).logits_BTV
         rows = torch.arange(batch.tokens_BT.shape[0], device=batch.tokens_BT.device)
         pred = logits[rows, batch.answer_pos_B].argmax(-1)
         acc[k] = float((pred == batch.targets_BT[rows, batch.answer_pos_B]).float().mean())
@@ -56,7 +57,10 @@ def accuracy_by_k(model: Mythos, batches: dict[int, object], n_loops: int | None
 
 def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], steps: int, batch: int, lr: float,
               seed: int, eval_every: int, eval_batches: dict[int, object], device: str = "cpu",
-              log=print) -> tuple[Mythos, ArmResult]:
+              log=print, sample=None, loops_fn=None, eval_loops=None) -> tuple[Mythos, ArmResult]:
+    """`sample(step, gen)` replaces the default draw of `batch` rows over `train_k` (a curriculum); `loops_fn(step,
+    batch)` replaces the config's per-step loop draw (loops = n), `eval_loops` the loop count of the learning-curve
+    evaluation (see accuracy_by_k). All default to the LM trainer's behaviour."""
     torch.manual_seed(seed)
     model = Mythos(model_cfg).to(device)
     tcfg = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), min_lr_ratio=0.1, weight_decay=0.05,
@@ -70,8 +74,12 @@ def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], st
     model.train()
     running = None
     for step in range(steps):
-        loops = loops_for_step(sampler, seed, step) if sampler else None
-        loss = task_loss(model, to_device(task.sample(batch, train_k, gen), device), loops)
+        b = to_device(sample(step, gen) if sample else task.sample(batch, train_k, gen), device)
+        if loops_fn is not None and sampler:
+            loops = loops_fn(step, b)
+        else:
+            loops = loops_for_step(sampler, seed, step) if sampler else None
+        loss = task_loss(model, b, loops)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -82,7 +90,7 @@ def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], st
         v = float(loss.detach())
         running = v if running is None or not math.isfinite(running) else 0.9 * running + 0.1 * v
         if (step + 1) % eval_every == 0 or step + 1 == steps:
-            acc = accuracy_by_k(model, eval_batches, None)
+            acc = accuracy_by_k(model, eval_batches, eval_loops if sampler else None)
             point = {"step": step + 1, "loss": running, **{f"acc_k{k}": a for k, a in acc.items()}}
             res.curve.append(point)
             log(f"[{name}] step {step + 1}/{steps} loss {running:.4f} " +

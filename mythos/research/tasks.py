@@ -11,10 +11,7 @@ src, exactly S self-loops and N − S distinct dst values (every chain has at le
 past the sink is harmless (the sink points to itself), so more loops than k never hurt the right algorithm.
 Chance: 1/S (guess a sink).
 
-parity (running parity after a marker): a fixed-length string of bits with ONE marker M; the k bits after it are
-scored, target at each = parity of the bits from the marker up to it. The bits before the marker are distractors.
-A loop that attends to the previous position and XORs extends the correct region by one position per loop; length
-is constant, and the counts of 0s/1s do not give k (the marker's position does, unavoidably). Chance: 1/2.
+prefix parity (mythos/research/parity.py): BOS + n bits, target at each bit = parity so far, one n per batch.
 """
 from __future__ import annotations
 
@@ -84,30 +81,29 @@ class KHop:
         return Batch(toks, tgt, ks, torch.full((batch,), n + 1, dtype=torch.long))
 
 
-class Parity:
-    name = "parity"
-    ZERO, ONE, MARK = 0, 1, 2
+class PrefixParity:
+    """BOS followed by n bits; the target at bit i is the parity of bits 1..i (BOS is not scored). Every row of a
+    batch has the same n, so the loop count can be set to n. A loop that reads the previous position's running
+    parity and XORs in its own bit extends the correct prefix by one position per loop. Chance: 1/2."""
 
-    def __init__(self, seq_len: int = 20) -> None:
-        self.seq_len = seq_len
-        self.vocab_size = 3
-        self.max_k = seq_len - 1
-        self.chance = 0.5
+    name = "prefix-parity"
+    ZERO, ONE, BOS = 0, 1, 2
+    vocab_size = 3
+    chance = 0.5
 
-    def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
-        if max(k_values) > self.max_k or min(k_values) < 1:
-            raise ValueError(f"parity k must be in [1, {self.max_k}], got {k_values}")
-        t = self.seq_len
-        ks = torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
-        bits = torch.randint(2, (batch, t), generator=gen)
-        mark_B = t - 1 - ks  # marker position; the k bits after it end at the last position
-        pos_T = torch.arange(t)
-        after_BT = pos_T[None, :] > mark_B[:, None]
-        toks = bits.clone()
-        toks[torch.arange(batch), mark_B] = self.MARK
-        running = torch.cumsum(bits * after_BT, dim=1) % 2
-        tgt = torch.where(after_BT, running, torch.full_like(running, -100))
-        return Batch(toks, tgt, ks, torch.full((batch,), t - 1, dtype=torch.long))
+    def sample(self, batch: int, n: int, gen: torch.Generator) -> Batch:
+        if n < 1:
+            raise ValueError(f"prefix parity needs n >= 1 bits, got {n}")
+        bits = torch.randint(2, (batch, n), generator=gen)
+        toks = torch.cat((torch.full((batch, 1), self.BOS, dtype=torch.long), bits), dim=1)
+        tgt = torch.cat((torch.full((batch, 1), -100, dtype=torch.long), torch.cumsum(bits, dim=1) % 2), dim=1)
+        return Batch(toks, tgt, torch.full((batch,), n, dtype=torch.long), torch.full((batch,), n, dtype=torch.long))
 
 
-TASKS = {"khop": KHop, "parity": Parity}
+def curriculum_max_n(step: int, steps: int, n_start: int, n_end: int, frac: float = 1 / 3) -> int:
+    """Largest n at `step`: n_start raised linearly to n_end over the first `frac` of training, then n_end."""
+    ramp = max(1, int(steps * frac))
+    return n_start + (n_end - n_start) * min(step, ramp) // ramp
+
+
+TASKS = {"khop": KHop}

@@ -4,7 +4,7 @@ import collections
 import pytest
 import torch
 
-from mythos.research.tasks import KHop, Parity
+from mythos.research.tasks import KHop, PrefixParity, curriculum_max_n
 
 
 def _khop_solve(task: KHop, row: list[int]) -> tuple[list[int], list[int]]:
@@ -55,37 +55,28 @@ def test_khop_k_not_recoverable_from_length_or_counts():
     assert len(signatures) == 1 and signatures.popitem()[1] == set(range(1, 9))
 
 
-def test_parity_answers_by_brute_force():
-    task = Parity(seq_len=20)
-    b = task.sample(128, list(range(1, 20)), torch.Generator().manual_seed(3))
-    for r in range(128):
-        row, tgt = b.tokens_BT[r].tolist(), b.targets_BT[r].tolist()
-        assert len(row) == 20 and row.count(Parity.MARK) == 1
-        m = row.index(Parity.MARK)
-        assert 19 - m == b.k_B[r]
-        acc = 0
-        for i in range(20):
-            if i <= m:
-                assert tgt[i] == -100
-            else:
-                acc ^= row[i]
-                assert tgt[i] == acc
-
-
-def test_parity_k_not_recoverable_from_length_or_counts():
-    task = Parity(seq_len=20)
-    gen = torch.Generator().manual_seed(4)
-    for k in (1, 4, 9, 16):
-        toks = task.sample(32, [k], gen).tokens_BT
-        assert toks.shape == (32, 20)
-        assert ((toks != Parity.MARK).sum(1) == 19).all()  # bits + one marker, whatever k
-    # the bit counts carry no information about k: same distribution of ones for short and long k
-    ones = {k: (task.sample(4000, [k], gen).tokens_BT == Parity.ONE).float().sum(1).mean().item() for k in (1, 16)}
-    assert abs(ones[1] - ones[16]) < 0.2
-
-
 def test_bad_k_is_rejected():
     with pytest.raises(ValueError, match="khop k"):
         KHop().sample(2, [9], torch.Generator())
-    with pytest.raises(ValueError, match="parity k"):
-        Parity(seq_len=8).sample(2, [8], torch.Generator())
+    with pytest.raises(ValueError, match="n >= 1"):
+        PrefixParity().sample(2, 0, torch.Generator())
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 24])
+def test_prefix_parity_answers_by_brute_force(n):
+    b = PrefixParity().sample(64, n, torch.Generator().manual_seed(n))
+    assert b.tokens_BT.shape == b.targets_BT.shape == (64, n + 1)
+    assert (b.k_B == n).all() and (b.answer_pos_B == n).all()
+    for row, tgt in zip(b.tokens_BT.tolist(), b.targets_BT.tolist()):
+        assert row[0] == PrefixParity.BOS and tgt[0] == -100 and set(row[1:]) <= {0, 1}
+        for i in range(1, n + 1):
+            assert tgt[i] == sum(row[1:i + 1]) % 2, (row, i)
+    if n >= 7:  # both answers occur at the last bit: the targets are not constant
+        assert 0.3 < b.targets_BT[:, -1].float().mean() < 0.7
+
+
+def test_curriculum_raises_max_n_over_the_first_third():
+    steps = 3000
+    ns = [curriculum_max_n(s, steps, 4, 12) for s in range(steps)]
+    assert ns[0] == 4 and ns[999] < 12 and ns[1000] == 12 and ns[-1] == 12
+    assert all(a <= b for a, b in zip(ns, ns[1:])) and set(ns) == set(range(4, 13))
