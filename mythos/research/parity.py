@@ -226,11 +226,15 @@ def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, j
         return {"task": "prefix-parity", "scale": {**dataclasses.asdict(s), "n_test": s.n_test, "n_probe": s.n_probe},
                 "chance": PrefixParity.chance, "schedules": list(SCHEDULES),
                 "summary": summarise(done, s),
-                "runs": {f"{a}_s{sd}": row for (a, sd), row in sorted(done.items())}}
+                "run_files": [f"{scale}/runs/{a}_s{sd}.json" for (a, sd) in sorted(done)]}
+
+    def with_runs() -> dict:
+        """results() plus every run's rows, for the plots and the table (not written twice: the run files hold them)."""
+        return {**results(), "runs": {f"{a}_s{sd}": row for (a, sd), row in sorted(done.items())}}
 
     def finished(key: str, row: dict) -> None:
         done[(row["arm"], row["seed"])] = row
-        (runs_dir / f"{key}.json").write_text(json.dumps(row, indent=0))
+        (runs_dir / f"{key}.json").write_text(json.dumps(row, separators=(",", ":")) + "\n")  # one line: small diffs
         probe = {sch: round(v[str(s.n_probe)], 3) for sch, v in row["last_bit"].items()}
         log(f"[{row['arm']}] seed {row['seed']} done in {row['train_seconds']:.0f}s; last bit at n={s.n_probe}: "
             f"{probe}")
@@ -239,9 +243,9 @@ def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, j
 
     run_pieces(train_one, [(f"{a}_s{sd}", (a, s, sd, log if jobs <= 1 else print)) for a, sd in todo], jobs,
                finished)
-    res = results()
+    full = with_runs()
     if done:
-        (out_dir / "summary.md").write_text(markdown_table(res))
-    files = [plots.parity_vs_length(res, out_dir / "parity_vs_length.png"),
-             plots.parity_by_position(res, out_dir / "parity_by_position.png")] if done else []
-    return res, files
+        (out_dir / "summary.md").write_text(markdown_table(full))
+    files = [plots.parity_vs_length(full, out_dir / "parity_vs_length.png"),
+             plots.parity_by_position(full, out_dir / "parity_by_position.png")] if done else []
+    return results(), files

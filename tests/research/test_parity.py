@@ -56,10 +56,13 @@ def test_parity_tiny_smoke_and_resume(tmp_path, monkeypatch):
     runs = sorted(p.name for p in (out / "tiny" / "runs").iterdir())
     assert runs == sorted(f"{a}_s0.json" for a in parity.HEADLINE_ARMS)
     n_probe = str(res["scale"]["n_probe"])
-    for key, row in res["runs"].items():
+    assert sorted(res["run_files"]) == sorted(f"tiny/runs/{name}" for name in runs)
+    rows = {p[len("tiny/runs/"):-len(".json")]: json.loads((out / p).read_text()) for p in res["run_files"]}
+    for key, row in rows.items():
         for sch, by_n in row["last_bit"].items():
             assert 0 <= by_n[n_probe] <= 1 and len(row["position_acc"][sch][n_probe]) == int(n_probe)
-    assert res["runs"]["dense-flops_s0"]["params"] != res["runs"]["loops=n_s0"]["params"]
+    assert rows["dense-flops_s0"]["params"] != rows["loops=n_s0"]["params"]
+    assert res["summary"]["loops=n"]["last_bit_at_probe"]["n"] == [round(rows["loops=n_s0"]["last_bit"]["n"][n_probe], 4)]
     # a rerun trains nothing; a stale file (other settings) is trained again
     trained = []
     monkeypatch.setattr(parity, "train_one", lambda name, s, seed, log: trained.append(name) or pytest.fail("ran"))
