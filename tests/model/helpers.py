@@ -16,3 +16,15 @@ def micro_cfg(kind: str = "mla", act: bool = False, mode: str = "rdt", **top) ->
     c.loops.max, c.loops.mean, c.loops.backprop_k, c.loops.inference = 6, 3.0, 2, 3
     c.act.enabled = act
     return c.validate()
+
+
+def decode_model(kind: str, act: bool, seed: int = 0):
+    """A micro model in eval mode with weights large enough for varied greedy tokens (and, with ACT, a halting head
+    that halts at different loops), for the decode tests."""
+    import torch
+    from mythos.model import Mythos
+    torch.manual_seed(seed)
+    model = Mythos(micro_cfg(kind, act=act, init_std=0.3)).eval()
+    if act:
+        torch.nn.init.normal_(model.halt.weight, std=0.5)
+    return model

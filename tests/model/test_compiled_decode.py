@@ -6,17 +6,11 @@ inductor without compiling C++, which takes ~30 s per graph on this CPU); one ca
 import pytest
 import torch
 
-from mythos.model import Mythos
 from mythos.model.decode import Decoder
-from tests.model.helpers import micro_cfg
+from tests.model.helpers import decode_model
 
 
-def _model(kind, act, seed=0):
-    torch.manual_seed(seed)
-    model = Mythos(micro_cfg(kind, act=act, init_std=0.3)).eval()
-    if act:
-        torch.nn.init.normal_(model.halt.weight, std=0.5)
-    return model
+_model = decode_model
 
 
 def _full_forward_greedy(model, out, prompt_len, n_loops):

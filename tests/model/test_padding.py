@@ -5,18 +5,13 @@ import pytest
 import torch
 
 from mythos.evals.generate_cli import left_pad
-from mythos.model import KVCache, Mythos
-from tests.model.helpers import micro_cfg
+from mythos.model import KVCache
+from tests.model.helpers import decode_model
 
 PROMPTS = [[5, 17, 42, 9, 63, 2, 80], [31, 7], [11, 90, 4, 4]]
 
 
-def _model(kind, act, seed=0):
-    torch.manual_seed(seed)
-    model = Mythos(micro_cfg(kind, act=act, init_std=0.3)).eval()
-    if act:
-        torch.nn.init.normal_(model.halt.weight, std=0.5)
-    return model
+_model = decode_model
 
 
 @pytest.mark.parametrize("kind", ["mla", "gqa"])
