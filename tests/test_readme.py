@@ -26,6 +26,7 @@ TINY = {
     "mythos-eval": ["--batches", "1"],
     "mythos-generate": ["--max-new-tokens", "4"],
     "mythos-submit": ["--dry-run"],
+    "mythos-research": ["--scale", "tiny"],  # the CPU scale is hours; its runs are tests/research/test_parity.py's
 }
 SKIP = [  # (pattern, why it is not run here)
     (r"^make (demo|test)\b", "minutes: the demo path is tests/train/test_demo_path.py, make test is the suite"),
