@@ -11,21 +11,25 @@ DATA ?= data/stdlib
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q --no-build-isolation deepspeed==0.19.8  # builds against the torch above; no op compiled
-	$(BIN)/pip install -q -e '.[test,hf]'
+	$(BIN)/pip install -q --no-compile torch==2.13.0  # --no-compile: modules are byte-compiled when first imported
+	$(BIN)/pip install -q --no-compile --no-build-isolation deepspeed==0.19.8  # builds against the torch above
+	$(BIN)/pip install -q --no-compile -e '.[test,hf]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run): everything but the
-# SLURM tests on both cores, then the SLURM tests on one worker (their cluster has a fixed path, bridge and ports).
-# Both always run; the target fails if either does.
+# Two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run), side by side: the
+# SLURM tests on one worker (their cluster has a fixed path, bridge and ports; their jobs mostly wait on SLURM's
+# time limits and requeues), everything else on both cores. The SLURM run's output is printed when both are done;
+# the target fails if either does.
 PYTEST := $(BIN)/python -m pytest --timeout=900
+LAUNCH_LOG := .pytest-launch.log
 test: $(STAMP) slurm-packages
 	@rc=0; \
+	$(PYTEST) -n 1 --durations=5 tests/launch > $(LAUNCH_LOG) 2>&1 & launch=$$!; \
 	$(PYTEST) -n 2 --dist load --durations=15 --ignore=tests/launch tests || rc=$$?; \
-	$(PYTEST) -n 1 --durations=5 tests/launch || rc=$$?; \
+	wait $$launch || rc=$$?; \
+	echo "== tests/launch (ran alongside the tests above) =="; cat $(LAUNCH_LOG); \
 	exit $$rc
 
 # The SLURM tests (tests/launch) start a real two-node SLURM from Debian's packages; they skip with a reason without.
