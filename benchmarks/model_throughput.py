@@ -64,7 +64,7 @@ def bench(name: str, dtype: str, moe_impl: str, batch: int, seq: int, steps: int
     inp, tgt = x[:, :-1], x[:, 1:]
 
     def step(i: int = 0):  # the trainer's step: forward, backward, clip, AdamW, schedule, MoE bias update
-        engine.train_step(inp, tgt, n_loops, i)
+        engine.train_step(inp, tgt, n_loops)
 
     step()  # warm-up (allocator, kernels)
     times = []

@@ -223,6 +223,7 @@ class DeepSpeedEngine(Engine):
         if cfg.parallel.compile:
             apply_compile(model)
         optimizer = build_optimizer(model, cfg.train)
+        self._install_bias_hook(optimizer)  # on the client optimizer, which DeepSpeed steps
         self.scheduler = build_scheduler(optimizer, cfg.train)  # on the client optimizer's param groups
         ds_config = resolve_config(cfg, env.world_size, self.n_micro)
         if env.rank == 0:

@@ -78,6 +78,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     stats = model_stats(cfg.model, n_loops=1, seq_len=t.seq_len)
     engine = build_engine(model, cfg, env, run_dir)  # parallelize + optimizer + schedule (FSDP or DeepSpeed)
     model = engine.model
+    engine.loss_hooks.append(lambda ce: ce * float("nan") if faults.active("nan_loss", step + 1) else ce)
     loader = build_loader(cfg.data.path, split="train", seq_len=t.seq_len, global_batch=t.global_batch,
                           rank=env.rank, world_size=env.world_size, seed=t.seed)
     sampler = LoopSampler(cfg.model.loops) if cfg.model.mode != "dense" else None
@@ -123,7 +124,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         t0 = time.perf_counter()
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
-        result = engine.train_step(inputs_BT, targets_BT, loops, step)
+        result = engine.train_step(inputs_BT, targets_BT, loops)
         ce_mean, ponder, grad_norm, lr, out = result.loss, result.ponder, result.grad_norm, result.lr, result.out
         step += 1
         if result.skipped:
