@@ -18,12 +18,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run): everything but the
+# lint-imports first (the layers in pyproject's [tool.importlinter]; a violation fails the target, the tests still run),
+# then two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run): everything but the
 # SLURM tests on both cores, then the SLURM tests on one worker (their cluster has a fixed path, bridge and ports).
 # Both always run; the target fails if either does.
 PYTEST := $(BIN)/python -m pytest --timeout=900
 test: $(STAMP) slurm-packages
 	@rc=0; \
+	$(BIN)/lint-imports || rc=$$?; \
 	$(PYTEST) -n 2 --dist load --durations=15 --ignore=tests/launch tests || rc=$$?; \
 	$(PYTEST) -n 1 --durations=5 tests/launch || rc=$$?; \
 	exit $$rc

@@ -33,9 +33,9 @@ def worker(a) -> None:
     from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import ModelConfig, Mythos
     from mythos.parallel import DistEnv
-    from mythos.train.engine import build_engine
+    from mythos.train.engines import build_engine
     if a.backend == "deepspeed":
-        from mythos.train.engine_deepspeed import import_deepspeed
+        from mythos.checkpoint.deepspeed import import_deepspeed
         import_deepspeed(torch.device("cpu"))  # its import is not the engine's memory
 
     torch.set_num_threads(1)

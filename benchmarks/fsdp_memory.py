@@ -36,7 +36,7 @@ def one(model_name: str, n: int) -> dict:
     from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import ModelConfig, Mythos
     from mythos.parallel import DistEnv
-    from mythos.train.engine import build_engine
+    from mythos.train.engines import build_engine
 
     torch.set_num_threads(1)
     env = DistEnv(rank=0, world_size=n, local_rank=0, device=torch.device("cpu"))

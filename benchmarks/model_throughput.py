@@ -19,7 +19,7 @@ from mythos.config import Config, ParallelConfig, TrainConfig
 from mythos.model import ModelConfig, Mythos, model_stats
 from mythos.model.moe import MoE
 from mythos.parallel import DistEnv
-from mythos.train.engine import build_engine
+from mythos.train.engines import build_engine
 from mythos.train.metrics import measured_cpu_matmul_flops
 
 

@@ -29,9 +29,8 @@ from mythos.config import Config
 from mythos.errors import UserError
 from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, clip_grad_norm
 from mythos.parallel import expert_grad_sync, parallelize
-from mythos.train import faults
 from mythos.train.batch import batch_split
-from mythos.train.checkpoint import CheckpointManager, set_rng_state
+from mythos.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.optim import build_optimizer, build_scheduler
 
 
@@ -208,8 +207,7 @@ class FSDPEngine(Engine):
         self._install_bias_hook(self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.ckpt = None if run_dir is None else CheckpointManager(
-            run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook, async_save=cfg.checkpoint.async_save,
-            check=self.check_resume)
+            run_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save, check=self.check_resume)
 
     def check_resume(self, path: Path, saved: dict[str, Any]) -> None:
         """DCP checkpoints load at any world size and sharding: only the backend must match."""
@@ -232,11 +230,3 @@ class FSDPEngine(Engine):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, True
-
-
-def build_engine(model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: str | Path | None) -> Engine:
-    """The engine `parallel.backend` names, wrapping a freshly built (seeded) model."""
-    if cfg.parallel.backend == "deepspeed":
-        from mythos.train.engine_deepspeed import DeepSpeedEngine
-        return DeepSpeedEngine(model, cfg, env, Path(run_dir))
-    return FSDPEngine(model, cfg, env, None if run_dir is None else Path(run_dir))

@@ -23,6 +23,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
 
 from mythos.model import Mythos
+from mythos.parallel import ranks
 from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
 from mythos.parallel.env import DistEnv
 from mythos.parallel.mesh import build_mesh, mesh_shape
@@ -74,8 +75,7 @@ def _engine(cfg, mesh, ac: str, fake_mode) -> FSDPEngine:
     with fake_mode:
         model = Mythos(cfg.model)
     cfg = dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, ac=ac, compile=False))
-    env = DistEnv(dist.get_rank() if dist.is_initialized() else 0, dist.get_world_size() if dist.is_initialized()
-                  else 1, 0, torch.device("cpu"))
+    env = DistEnv(ranks.rank(), ranks.world(), 0, torch.device("cpu"))
     return FSDPEngine(model, cfg, env, None, mesh=mesh, fake=True)
 
 

@@ -6,7 +6,7 @@ import torch
 from mythos.config import Config, ParallelConfig, TrainConfig
 from mythos.model import LoopSampler, ModelConfig, Mythos
 from mythos.parallel import DistEnv
-from mythos.train.engine import build_engine
+from mythos.train.engines import build_engine
 from mythos.train.trainer import loops_for_step
 
 

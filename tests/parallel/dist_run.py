@@ -58,9 +58,9 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offloa
     import torch
 
     from mythos.model import LoopSampler, Mythos
-    from mythos.parallel.fsdp import count_collectives
+    from mythos.parallel.accounting import CollectiveCounter
     from mythos.train import faults
-    from mythos.train.engine import build_engine
+    from mythos.train.engines import build_engine
     from mythos.train.trainer import loops_for_step
 
     cfg = _case_config(a, backend, zero_stage, model, env.world_size, out, offload)
@@ -77,7 +77,7 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offloa
         tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
         tokens = tokens[env.rank * local:(env.rank + 1) * local]
         loops = None if model == "dense" else loops_for_step(sampler, 0, step) if sampler else a.loops
-        with count_collectives() if a.count_comm else contextlib.nullcontext() as counts:
+        with CollectiveCounter() if a.count_comm else contextlib.nullcontext() as counts:
             engine.inspect_grads = lambda m, s=step, c=counts: _inspect(res, m, s, c)
             r = engine.train_step(tokens[:, :-1], tokens[:, 1:], loops)
         res["losses"].append(r.loss)
@@ -90,8 +90,11 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offloa
 
 def _inspect(res: dict, model, step: int, counts) -> None:
     """After the backward of a step: the collectives so far (forward + backward only) and step-0 full gradients."""
-    if counts is not None:
-        res["comm"].append(dict(counts))
+    if counts is not None:  # calls per collective kind ("all_to_all", "all_gather", ...), over all groups
+        calls: dict = {}
+        for (kind, _), rec in counts.by_kind.items():
+            calls[kind] = calls.get(kind, 0) + rec["calls"]
+        res["comm"].append(calls)
     if step == 0:
         for name, prm in model.named_parameters():
             if prm.grad is not None:
