@@ -47,7 +47,8 @@ class Watchdog:
         self.stacks_dir = Path(run_dir) / "stacks"
         self.timeout_s = timeout_s
         self.rank, self.world = ranks.rank(), ranks.world()
-        self.group = dist.new_group(backend="gloo", timeout=timedelta(seconds=REPORT_S)) if ranks.distributed() else None
+        self.group = (dist.new_group(backend="gloo", timeout=timedelta(seconds=REPORT_S)) if ranks.distributed()
+                      else None)
         self.step, self.last = 0, time.monotonic()
         self._stop = threading.Event()
 

@@ -1,5 +1,6 @@
-"""Worker for the scaling tests: one optimizer step (the trainer's engine) of the tiny looped MoE (tests/parallel/dist_run.py's config),
-built on meta (`--init meta`, the trainer's path) or eagerly, with micro-batches. Every rank writes
+"""Worker for the scaling tests: one optimizer step (the trainer's engine) of the tiny looped MoE
+(tests/parallel/dist_run.py's config), built on meta (`--init meta`, the trainer's path) or eagerly, with
+micro-batches. Every rank writes
 `{out}.rank{r}`: initial full weights (rank 0), per-rank state bytes after the step, collectives counted per
 (kind, mesh dim) with mythos.parallel.accounting, the loss, and its peak RSS. Launched with dist_run.launch."""
 from __future__ import annotations
