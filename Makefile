@@ -18,14 +18,16 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run), side by side: the
-# SLURM tests on one worker (their cluster has a fixed path, bridge and ports; their jobs mostly wait on SLURM's
+# lint-imports first (the layers in pyproject's [tool.importlinter]; a violation fails the target, the tests still
+# run), then two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run), side by side:
+# the SLURM tests on one worker (their cluster has a fixed path, bridge and ports; their jobs mostly wait on SLURM's
 # time limits and requeues), everything else on both cores. The SLURM run's output is printed when both are done;
-# the target fails if either does.
+# the target fails if any step does.
 PYTEST := $(BIN)/python -m pytest --timeout=900
 LAUNCH_LOG := .pytest-launch.log
 test: $(STAMP) slurm-packages
 	@rc=0; \
+	$(BIN)/lint-imports || rc=$$?; \
 	$(PYTEST) -n 1 --durations=5 tests/launch > $(LAUNCH_LOG) 2>&1 & launch=$$!; \
 	$(PYTEST) -n 2 --dist load --durations=15 --ignore=tests/launch tests || rc=$$?; \
 	wait $$launch || rc=$$?; \

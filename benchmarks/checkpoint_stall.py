@@ -36,7 +36,7 @@ def main() -> None:
 
     from mythos.config import TrainConfig
     from mythos.model import ModelConfig, Mythos
-    from mythos.train.checkpoint import CheckpointManager
+    from mythos.checkpoint import CheckpointManager
     from mythos.train.optim import build_optimizer
 
     torch.manual_seed(0)

@@ -33,9 +33,9 @@ def worker(a) -> None:
     from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import ModelConfig, Mythos
     from mythos.parallel import DistEnv
-    from mythos.train.engine import build_engine
+    from mythos.train.engines import build_engine
     if a.backend == "deepspeed":
-        from mythos.train.engine_deepspeed import import_deepspeed
+        from mythos.checkpoint.deepspeed import import_deepspeed
         import_deepspeed(torch.device("cpu"))  # its import is not the engine's memory
 
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def worker(a) -> None:
             tokens = torch.randint(0, cfg.model.vocab_size, (a.global_batch, a.seq_len + 1), generator=g)
             tokens = tokens[env.rank * local:(env.rank + 1) * local]
             t0 = time.perf_counter()
-            r = engine.train_step(tokens[:, :-1], tokens[:, 1:], n_loops, step)
+            r = engine.train_step(tokens[:, :-1], tokens[:, 1:], n_loops)
             times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dt = sorted(times[1:])[len(times[1:]) // 2]

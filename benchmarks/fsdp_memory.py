@@ -36,7 +36,7 @@ def one(model_name: str, n: int) -> dict:
     from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import ModelConfig, Mythos
     from mythos.parallel import DistEnv
-    from mythos.train.engine import build_engine
+    from mythos.train.engines import build_engine
 
     torch.set_num_threads(1)
     env = DistEnv(rank=0, world_size=n, local_rank=0, device=torch.device("cpu"))
@@ -51,7 +51,7 @@ def one(model_name: str, n: int) -> dict:
     grads: list = []
     engine.inspect_grads = lambda model: grads.extend(p.grad for p in model.parameters() if p.grad is not None)
     tokens = torch.randint(0, cfg.model.vocab_size, (1, 65))
-    engine.train_step(tokens[:, :-1], tokens[:, 1:], 2, 0)  # the trainer's step (fake collectives: values moot)
+    engine.train_step(tokens[:, :-1], tokens[:, 1:], 2)  # the trainer's step (fake collectives: values moot)
     opt = engine.optimizer
     p_bytes = sum(_local_bytes(p) for p in engine.model.parameters())
     g_bytes = sum(_local_bytes(g) for g in grads)

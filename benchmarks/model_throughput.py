@@ -19,7 +19,7 @@ from mythos.config import Config, ParallelConfig, TrainConfig
 from mythos.model import ModelConfig, Mythos, model_stats
 from mythos.model.moe import MoE
 from mythos.parallel import DistEnv
-from mythos.train.engine import build_engine
+from mythos.train.engines import build_engine
 from mythos.train.metrics import measured_cpu_matmul_flops
 
 
@@ -64,7 +64,7 @@ def bench(name: str, dtype: str, moe_impl: str, batch: int, seq: int, steps: int
     inp, tgt = x[:, :-1], x[:, 1:]
 
     def step(i: int = 0):  # the trainer's step: forward, backward, clip, AdamW, schedule, MoE bias update
-        engine.train_step(inp, tgt, n_loops, i)
+        engine.train_step(inp, tgt, n_loops)
 
     step()  # warm-up (allocator, kernels)
     times = []

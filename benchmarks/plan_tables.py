@@ -53,7 +53,8 @@ def main() -> None:
         path = out_dir / f"{name}_{world}.json"
         if not a.format_only:
             with open(path, "w") as f:
-                subprocess.run([sys.executable, "-m", "mythos.parallel.plan_cli", "--config", str(REPO / cfg),
+                subprocess.run([sys.executable, "-m", "mythos.train.plan_cli", "--config",
+                                str(REPO / cfg),
                                 "--nodes", str(world // 8), "--gpus-per-node", "8", "--json", *extra],
                                stdout=f, check=True, cwd=REPO)
         if path.exists() and path.stat().st_size:

@@ -16,6 +16,7 @@ from data_prep.encode import SPLITS, ShardSink, run_encode, scan_complete
 from data_prep.tokenizer_import import HF_FILES, copy_tokenizer, resolve_tokenizer
 from data_prep.tokenizer_train import MIN_VOCAB, sample_documents, train_tokenizer
 from data_prep.valsplit import VAL_MIN_TOKENS, val_threshold
+from mythos.data.atomic import atomic_write
 from mythos.data.indexed import CODE_OF, dtype_capacity, dtype_for_vocab
 from mythos.data.loader import FORMAT_VERSION, check_vocab, open_split, read_metadata
 from mythos.data.tokenizer import Tokenizer, file_sha256
@@ -124,9 +125,7 @@ def _prepare_dir(out: Path, plan: dict, overwrite: bool) -> None:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _check_dtype(tok: Tokenizer, want: str, where) -> str:

@@ -14,11 +14,11 @@ hashes there) is decided over the whole corpus at the merge, as a single-process
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
+from mythos.data.atomic import atomic_path, atomic_write
 from mythos.data.loader import read_metadata
 from data_prep.tokenizer_import import copy_tokenizer
 from mythos.data.tokenizer import file_sha256, tokenizer_in
@@ -75,10 +75,9 @@ def train_tokenizer_only(a, corpus) -> int:
         copy_tokenizer(a.tokenizer, out)
         return 0
     sample = sample_documents(corpus, int(a.sample_mb * 1e6), int(a.sample_mb * 50e6))
-    tmp = out / "tokenizer.model.tmp"
-    train_tokenizer(sample, a.vocab_size, tmp)
     model = out / "tokenizer.model"
-    os.replace(tmp, model)
+    with atomic_path(model) as tmp:
+        train_tokenizer(sample, a.vocab_size, tmp)
     print(f"{model}: vocab {a.vocab_size}, trained on {len(sample)} documents")
     return 0
 
@@ -118,9 +117,7 @@ def merge(out_dir: str) -> int:
     meta = {k: v for k, v in metas[0].items() if k != "val_fallback_hash"}
     meta.update(splits=splits, val_fallback=len(real_val) == 1 and bool(metas[real_val[0]].get("val_fallback")),
                 sharded={"parts": n, "order": "part by part; part I holds documents I, I+N, ... of the stream"})
-    tmp = out / "metadata.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / "metadata.json")
+    atomic_write(out / "metadata.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     print(f"{out}: merged {n} parts: {splits['train']['documents']} train / {splits['val']['documents']} val "
           f"documents, {splits['train']['tokens'] + splits['val']['tokens']} tokens")
     return 0

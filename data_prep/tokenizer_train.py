@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from data_prep.sources import hash_frac
+from mythos.data.atomic import atomic_write
 from mythos.errors import UserError
 
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
@@ -105,6 +106,4 @@ def train_tokenizer(texts: list[str], vocab_size: int, out_path: str | os.PathLi
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
         raise UserError(f"--vocab-size {vocab_size}: SentencePiece training failed ({msg[:200]})") from None
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    tmp.write_bytes(model.getvalue())
-    os.replace(tmp, out_path)
+    atomic_write(out_path, model.getvalue())

@@ -29,10 +29,10 @@ class TrainJob(submitit.helpers.Checkpointable):
 
         stop = stop_flag()  # first, before torch is imported
         from mythos.config import load_config, parse_overrides
-        from mythos.train.trainer import train
+        from mythos.train.trainer import run
 
         cfg = load_config(self.config, parse_overrides(self.overrides))
-        rc = train(cfg)
+        rc = run(cfg)  # the exit code mythos-train would give (TrainingDiverged -> 3)
         signum, rank = stop.signum, int(os.environ.get("RANK", "0"))
         stop.clear()
         if rc == 0:

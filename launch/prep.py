@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from launch.slurm import cluster_checks, make_executor, print_notes, sbatch_script, slurm_parser
 from mythos.errors import UserError
 
 
@@ -24,7 +25,6 @@ def run_prep(argv: list[str]) -> int:
 
 def submit_prep(argv: list[str]) -> int:
     from data_prep.cli import build_parser
-    from launch.submit import cluster_checks, make_executor, print_notes, sbatch_script, slurm_parser
 
     p = slurm_parser("mythos-submit prep", __doc__.split("\n")[0])
     p.add_argument("--array", type=int, required=True, metavar="N", help="tasks that encode the corpus")

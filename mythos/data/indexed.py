@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mythos.data.atomic import replace_atomically
 from mythos.errors import UserError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -34,12 +35,6 @@ def dtype_for_vocab(vocab_size: int) -> str:
 def dtype_capacity(dtype: str) -> int:
     """The largest vocabulary a token dtype can hold."""
     return int(np.iinfo(np.dtype(dtype)).max) + 1
-
-
-def _fsync_rename(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
 
 
 class IndexedWriter:
@@ -78,8 +73,8 @@ class IndexedWriter:
         self._bin.close()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
         write_index(Path(f"{self.prefix}.idx.tmp"), lengths, self.dtype.name)
-        _fsync_rename(self._bin_tmp, Path(f"{self.prefix}.bin"))
-        _fsync_rename(Path(f"{self.prefix}.idx.tmp"), Path(f"{self.prefix}.idx"))
+        replace_atomically(self._bin_tmp, Path(f"{self.prefix}.bin"), fsync=True)
+        replace_atomically(Path(f"{self.prefix}.idx.tmp"), Path(f"{self.prefix}.idx"), fsync=True)
 
     def abort(self) -> None:
         self._bin.close()

@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                             "and a positive document count")
         run_harness(args.run, tasks, loops, Path(args.harness_out or Path(args.run) / "harness"), args.harness_docs)
         return 0
-    from mythos.evals.load import load_run_state
-    from mythos.evals.validate import val_split_tokens, validation_results
+    from mythos.checkpoint.load import load_run_state
+    from mythos.train.validate import val_split_tokens, validation_results
     from mythos.parallel.env import DistEnv
     model, cfg, _, state = load_run_state(args.run)
     env = DistEnv.from_environment("cpu")

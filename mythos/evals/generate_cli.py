@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--static-cache", action="store_true", help="static (preallocated) KV cache, eager")
     args = p.parse_args(argv)
     from mythos.data import Tokenizer
-    from mythos.evals.load import load_any
+    from mythos.checkpoint.load import load_any
     model, _, tok_path = load_any(args.run)
     if tok_path is None or not tok_path.is_file():
         raise UserError(f"{args.run}: no tokenizer found (expected {tok_path})")

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mythos.errors import UserError
+from mythos.hf.export import load_source, write_hf
 from mythos.evals.harness_mc import MC_TASK, reference_mc_accuracy, write_mc_task
 
 LOCAL_TASK = "mythos_val"
@@ -102,7 +103,6 @@ def run_harness(run: str | Path, tasks: list[str], loops: list[int], out_dir: Pa
         import lm_eval  # noqa: F401
     except ImportError as e:
         raise UserError(f"--harness needs the optional extra: pip install -e '.[hf]' ({e})") from None
-    from mythos.hf.export import load_source
     model, mcfg, tok_path, seq_len = load_source(run)
     created = not out_dir.exists()
     try:
@@ -119,7 +119,6 @@ def _run(model, mcfg, tok_path, seq_len, run, tasks, loops, out_dir, max_docs, l
     from lm_eval.tasks import TaskManager
 
     from mythos.data import parse_spec
-    from mythos.hf.export import write_hf
     hf_dir = write_hf(model, mcfg, Path(tok_path), seq_len, out_dir / "hf")
     eos = json.loads((hf_dir / "config.json").read_text())["eos_token_id"]
     docs = mc_items = None

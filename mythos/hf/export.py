@@ -22,7 +22,7 @@ DEFAULT_CONTEXT = 2048  # max_position_embeddings of an export file (which does 
 
 def load_source(src: str | Path):
     """(model, model config, tokenizer path, training seq_len) from a run directory or an export file."""
-    from mythos.evals.load import load_exported, load_run
+    from mythos.checkpoint.load import load_exported, load_run
     p = Path(src)
     if p.is_dir():
         model, cfg, tok = load_run(p)

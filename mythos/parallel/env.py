@@ -105,18 +105,3 @@ def exit_after_distributed(rc: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)
-
-
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t
-
-
-def all_reduce_mean(t: torch.Tensor) -> float | list[float]:
-    """Mean over ranks as Python floats (one collective for a whole vector of metrics)."""
-    t = t.detach().clone()
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return t.tolist()

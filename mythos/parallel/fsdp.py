@@ -22,12 +22,7 @@ expert units accumulate instead of reducing, so experts are reduced once per opt
 """
 from __future__ import annotations
 
-import contextlib
-from collections import Counter
-from typing import Iterator
-
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
@@ -85,29 +80,3 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, units: dict, mixed_precision:
         _defer_post_backward(units["looped"])
     fully_shard(model, mesh=dp, mp_policy=mp)
     return model
-
-
-# ---- counting collectives (tests, benchmarks) ------------------------------------------------------------------------
-_COUNTED = ("all_gather_single", "reduce_scatter_single", "all_gather_into_tensor", "reduce_scatter_tensor",
-            "all_reduce", "all_to_all_single")
-
-
-@contextlib.contextmanager
-def count_collectives() -> Iterator[Counter]:
-    """Counts calls of the torch.distributed collectives FSDP2 / expert parallelism use, by name."""
-    counts: Counter = Counter()
-    originals = {name: getattr(dist, name) for name in _COUNTED if hasattr(dist, name)}
-
-    def counted(name, fn):
-        def wrapper(*args, **kwargs):
-            counts[name] += 1
-            return fn(*args, **kwargs)
-        return wrapper
-
-    for name, fn in originals.items():
-        setattr(dist, name, counted(name, fn))
-    try:
-        yield counts
-    finally:
-        for name, fn in originals.items():
-            setattr(dist, name, fn)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mythos.evals.load import load_run
+from mythos.checkpoint.load import load_run
 from mythos.model import ACTConfig, KVCache
 from mythos.research import plots
 from mythos.research.lm import LMScale, looped_cfg, train_run

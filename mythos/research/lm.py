@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from mythos.config import Config, build_config
-from mythos.evals.load import load_run
+from mythos.checkpoint.load import load_run
 from mythos.evals.unigram import unigram_entropy
-from mythos.evals.validate import validation_loss
+from mythos.train.validate import validation_loss
 from mythos.model import AttentionConfig, LoopConfig, ModelConfig, MoEConfig, model_stats
 from mythos.parallel.env import DistEnv
 from mythos.research import plots

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from mythos.evals.load import load_run
+from mythos.checkpoint.load import load_run
 from mythos.model import InjectionConfig
 from mythos.research import plots
 from mythos.research.lm import loop_diagnostics, looped_cfg, train_run, LMScale

@@ -1,9 +1,10 @@
 """Train and evaluate one arm on a generated task (khop / parity): the (a) experiment's engine.
 
 A small single-process loop over on-the-fly batches: the LM trainer reads prepared shards and scores every token,
-while these tasks score a few masked positions of sequences that never touch disk. It reuses the trainer's pieces —
-AdamW groups, warmup-cosine schedule, the per-step loop-count draw (`loops_for_step`), the MoE bias update — so an
-arm trains the way `mythos-train` would.
+while these tasks score a few masked positions of sequences that never touch disk (targets -100 elsewhere, the loss's
+ignore_index). Each step is the trainer's engine (`forward_backward` + `optim_step`: AdamW groups, clip, warmup-cosine
+schedule, the MoE bias hook) with the trainer's per-step loop-count draw (`loops_for_step`), so an arm trains the way
+`mythos-train` would.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from mythos.config import TrainConfig
+from mythos.config import Config, ParallelConfig, TrainConfig
 from mythos.model import LoopSampler, ModelConfig, Mythos
-from mythos.train.optim import build_optimizer, build_scheduler
+from mythos.parallel import DistEnv
+from mythos.train.engine import FSDPEngine, MicroBatch
 from mythos.train.trainer import loops_for_step
 
 
@@ -31,12 +32,6 @@ class ArmResult:
 
 def to_device(batch, device):
     return type(batch)(*(x.to(device) for x in (batch.tokens_BT, batch.targets_BT, batch.k_B, batch.answer_pos_B)))
-
-
-def task_loss(model: Mythos, batch, n_loops: int | None) -> torch.Tensor:
-    out = model(batch.tokens_BT, n_loops=n_loops)
-    ce = F.cross_entropy(out.logits_BTV.flatten(0, 1), batch.targets_BT.flatten(), ignore_index=-100)
-    return ce + out.aux_loss
 
 
 @torch.no_grad()
@@ -64,9 +59,10 @@ def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], st
     torch.manual_seed(seed)
     model = Mythos(model_cfg).to(device)
     tcfg = TrainConfig(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), min_lr_ratio=0.1, weight_decay=0.05,
-                       schedule="cosine", seed=seed)
-    opt = build_optimizer(model, tcfg)
-    sched = build_scheduler(opt, tcfg)
+                       schedule="cosine", seed=seed, global_batch=batch, micro_batch=batch, grad_clip=1.0,
+                       dtype="fp32", device=device)
+    cfg = Config(train=tcfg, parallel=ParallelConfig(ac="none"), model=model_cfg)
+    engine = FSDPEngine(model, cfg, DistEnv(0, 1, 0, torch.device(device)), None, mesh=None)
     sampler = LoopSampler(model_cfg.loops) if model_cfg.mode != "dense" else None
     gen = torch.Generator().manual_seed(seed * 7919 + 17)
     res = ArmResult(name, sum(p.numel() for p in model.parameters()))
@@ -79,15 +75,8 @@ def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], st
             loops = loops_fn(step, b)
         else:
             loops = loops_for_step(sampler, seed, step) if sampler else None
-        loss = task_loss(model, b, loops)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        for moe in model.moe_modules():
-            moe.update_bias(moe.tokens_per_expert.clone())
-        v = float(loss.detach())
+        engine.forward_backward(MicroBatch(b.tokens_BT, b.targets_BT, loops))  # one micro-batch: the sampled batch
+        v = engine.optim_step().loss
         running = v if running is None or not math.isfinite(running) else 0.9 * running + 0.1 * v
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             acc = accuracy_by_k(model, eval_batches, eval_loops if sampler else None)

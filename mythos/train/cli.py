@@ -39,12 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(args.config, parse_overrides(rest))
     check_launch(cfg)
     from mythos.parallel.env import exit_after_distributed
-    from mythos.train.trainer import EXIT_DIVERGED, TrainingDiverged, train
-    try:
-        rc = train(cfg)
-    except TrainingDiverged as e:
-        print(f"error: training diverged: {e}", file=sys.stderr)
-        rc = EXIT_DIVERGED
+    from mythos.train.trainer import run
+    rc = run(cfg)
     if rc == 0:
         stop_flag().finished()
     if rc == EXIT_REQUEUE and os.environ.get("MYTHOS_REQUEUE_MARKER"):  # torchrun hides our exit code from sbatch

@@ -2,11 +2,17 @@
 micro-batches of a global batch, and saves / restores its state in the run's checkpoints.
 
     engine = build_engine(model, cfg, env, run_dir)     # FSDP2 (parallel.backend = "fsdp") or DeepSpeed ZeRO
-    result = engine.train_step(inputs_BT, targets_BT, loops, step)
+    for micro in engine.micro_batches(inputs_BT, targets_BT, loops):
+        engine.forward_backward(micro)                  # the micro-batch loss and its backward
+    result = engine.optim_step()                        # clip, step (+ MoE bias hook), schedule
     engine.save(step, trainer_state); state = engine.load()
 
-The trainer loop, the distributed tests and the benchmarks all call `train_step`; the engines differ only in how
-gradients are made, clipped and applied (`_backward`, `_clip_and_step`) and in the checkpoint payload.
+`forward_backward` is the only definition of the micro-batch loss and the only caller of `expert_grad_sync`;
+`optim_step` the only optimizer step. The trainer, `mythos-plan` (on the fake process group), the research arms, the
+distributed tests and the benchmarks all drive these two (`train_step` is the pair over one global batch). The
+engines differ only in how gradients are made, clipped and applied (`_backward`, `_clip_and_step`) and in the
+checkpoint payload. The MoE routing-bias update is a post-step hook on the optimizer (torchtitan's way): it runs
+exactly when an update is applied.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +29,8 @@ from mythos.config import Config
 from mythos.errors import UserError
 from mythos.parallel import DistEnv, all_reduce_mean, all_reduce_sum, build_mesh, clip_grad_norm
 from mythos.parallel import expert_grad_sync, parallelize
-from mythos.train import faults
 from mythos.train.batch import batch_split
-from mythos.train.checkpoint import CheckpointManager, set_rng_state
+from mythos.checkpoint import CheckpointManager, set_rng_state
 from mythos.train.optim import build_optimizer, build_scheduler
 
 
@@ -39,6 +44,14 @@ class StepResult:
     out: Any  # the last micro-batch's ModelOutput (per-loop metrics)
 
 
+@dataclass
+class MicroBatch:
+    inputs_BT: torch.Tensor
+    targets_BT: torch.Tensor  # -100: not scored (cross_entropy's ignore_index)
+    loops: int | None  # the step's loop count (None: the model's default)
+    last: bool = True  # the micro-batch that ends the step (experts reduce their gradients after it)
+
+
 def micro_batches(cfg: Config, world_size: int) -> int:
     """Gradient-accumulation steps per optimizer step (mythos/train/batch.py: the one split rule)."""
     return batch_split(cfg, world_size).n_micro
@@ -46,53 +59,92 @@ def micro_batches(cfg: Config, world_size: int) -> int:
 
 class Engine:
     """Shared step: forward/backward per micro-batch with the step's loop count, then clip + step, the lr schedule
-    and the MoE bias update. Subclasses set model / optimizer / scheduler / ckpt."""
+    and the MoE bias update (an optimizer post-step hook). Subclasses set model / optimizer / scheduler / ckpt.
+    `fake`: tensors without values (mythos-plan's FakeTensorMode): optim_step only creates the optimizer state."""
 
     backend = "base"
     model: torch.nn.Module  # what to call for forward (training and validation)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    ckpt: CheckpointManager
+    ckpt: CheckpointManager | None
     inspect_grads: Callable[[torch.nn.Module], None] | None = None  # tests: called after the backward, before clip
 
-    def __init__(self, cfg: Config, env: DistEnv) -> None:
-        self.cfg, self.env = cfg, env
+    def __init__(self, cfg: Config, env: DistEnv, fake: bool = False) -> None:
+        self.cfg, self.env, self.fake = cfg, env, fake
         self.split = batch_split(cfg, env.world_size)
         self.n_micro, self.micro_batch = self.split.n_micro, self.split.micro_batch
+        self.loss_hooks: list[Callable[[torch.Tensor], torch.Tensor]] = []  # tests: ce -> ce (fault injection)
+        self._bias_due = False
+        self._reset_sums()
 
-    # ---- the step
-    def train_step(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor, loops: int | None,
-                   step: int) -> StepResult:
-        t, device = self.cfg.train, self.env.device
-        n_micro = self.n_micro
-        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.dtype == "bf16"
-                    else contextlib.nullcontext())
-        ce_sum = torch.zeros((), device=device)
-        ponder_sum = torch.zeros((), device=device)
-        out = None
-        for m in range(n_micro):
-            sl = slice(m * self.micro_batch, (m + 1) * self.micro_batch)
-            x_BT, y_BT = inputs_BT[sl].to(device), targets_BT[sl].to(device)
-            self._before_micro_batch(last=m == n_micro - 1)
-            with autocast:
-                out = self.model(x_BT, n_loops=loops)
-                ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), y_BT.flatten())
-                if faults.active("nan_loss", step + 1):
-                    ce = ce * float("nan")
-                loss = (ce + out.aux_loss) / n_micro
-            self._backward(loss)
-            ce_sum += ce.detach()
-            ponder_sum += out.ponder.detach()
-        if self.inspect_grads is not None:
-            self.inspect_grads(self.model)
-        ce_mean, ponder = all_reduce_mean(torch.stack([ce_sum, ponder_sum]) / n_micro)
-        lr = self.scheduler.get_last_lr()[0]
-        grad_norm, applied = self._clip_and_step(math.isfinite(ce_mean))
-        self.scheduler.step()
-        if applied:
+    def _reset_sums(self) -> None:
+        self._ce_sum = torch.zeros((), device=self.env.device)
+        self._ponder_sum = torch.zeros((), device=self.env.device)
+        self._out = None
+
+    def _install_bias_hook(self, optimizer: torch.optim.Optimizer) -> None:
+        """The MoE bias update after an applied step. DeepSpeed may step its client optimizer more than once per
+        step (ZeRO-3 sub-groups): `_bias_due` makes it once."""
+        if not self.fake:
+            optimizer.register_step_post_hook(lambda *_: self._update_moe_bias())
+
+    def _update_moe_bias(self) -> None:
+        if self._bias_due:
+            self._bias_due = False
             for moe in self.moe_modules():
                 moe.update_bias(all_reduce_sum(moe.tokens_per_expert.clone()))
+
+    # ---- the step
+    def micro_batches(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor,
+                      loops: int | None) -> Iterator[MicroBatch]:
+        """This rank's share of a global batch as the split's micro-batches."""
+        for m in range(self.n_micro):
+            sl = slice(m * self.micro_batch, (m + 1) * self.micro_batch)
+            yield MicroBatch(inputs_BT[sl], targets_BT[sl], loops, last=m == self.n_micro - 1)
+
+    def forward_backward(self, micro: MicroBatch) -> Any:
+        """The micro-batch loss, (cross-entropy + aux) / n_micro, and its backward; returns the ModelOutput."""
+        t, device = self.cfg.train, self.env.device
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if t.dtype == "bf16"
+                    else contextlib.nullcontext())
+        x_BT, y_BT = micro.inputs_BT.to(device), micro.targets_BT.to(device)
+        self._before_micro_batch(last=micro.last)
+        with autocast:
+            out = self.model(x_BT, n_loops=micro.loops)
+            ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), y_BT.flatten())
+            for hook in self.loss_hooks:
+                ce = hook(ce)
+            loss = (ce + out.aux_loss) / self.n_micro
+        self._backward(loss)
+        if not self.fake:
+            self._ce_sum += ce.detach()
+            self._ponder_sum += out.ponder.detach()
+            self._out = out
+        return out
+
+    def optim_step(self) -> StepResult | None:
+        """Clip and apply the accumulated gradients (skipped on a non-finite loss or norm), then the schedule."""
+        if self.inspect_grads is not None:
+            self.inspect_grads(self.model)
+        if self.fake:  # no values: no norm, no finiteness, no schedule; the optimizer state is what is measured
+            self.optimizer.step()
+            self._reset_sums()
+            return None
+        ce_mean, ponder = all_reduce_mean(torch.stack([self._ce_sum, self._ponder_sum]) / self.n_micro)
+        lr = self.scheduler.get_last_lr()[0]
+        self._bias_due = True
+        grad_norm, applied = self._clip_and_step(math.isfinite(ce_mean))
+        self._bias_due = False
+        self.scheduler.step()
+        out = self._out
+        self._reset_sums()
         return StepResult(ce_mean, ponder, grad_norm, lr, not applied, out)
+
+    def train_step(self, inputs_BT: torch.Tensor, targets_BT: torch.Tensor, loops: int | None) -> StepResult:
+        """One optimizer step over this rank's share of a global batch."""
+        for micro in self.micro_batches(inputs_BT, targets_BT, loops):
+            self.forward_backward(micro)
+        return self.optim_step()
 
     def _before_micro_batch(self, last: bool) -> None:
         """Gradient-accumulation hint before each micro-batch's forward (`last`: the one that ends the step)."""
@@ -144,13 +196,18 @@ class FSDPEngine(Engine):
 
     backend = "fsdp"
 
-    def __init__(self, model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: Path) -> None:
-        super().__init__(cfg, env)
-        self.model = parallelize(model, build_mesh(env, cfg.parallel), cfg.parallel, device=env.device)
+    def __init__(self, model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: Path | None,
+                 mesh: Any = "build", fake: bool = False) -> None:
+        """`run_dir` None: no checkpoints (mythos-plan, research arms); `mesh`: one already built (mythos-plan
+        counts collectives per mesh dim); `fake`: see Engine."""
+        super().__init__(cfg, env, fake)
+        self.mesh = build_mesh(env, cfg.parallel) if isinstance(mesh, str) else mesh
+        self.model = parallelize(model, self.mesh, cfg.parallel, device=env.device)
         self.optimizer = build_optimizer(self.model, cfg.train)
+        self._install_bias_hook(self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
-        self.ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook,
-                                      async_save=cfg.checkpoint.async_save, check=self.check_resume)
+        self.ckpt = None if run_dir is None else CheckpointManager(
+            run_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save, check=self.check_resume)
 
     def check_resume(self, path: Path, saved: dict[str, Any]) -> None:
         """DCP checkpoints load at any world size and sharding: only the backend must match."""
@@ -173,11 +230,3 @@ class FSDPEngine(Engine):
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, True
-
-
-def build_engine(model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: str | Path) -> Engine:
-    """The engine `parallel.backend` names, wrapping a freshly built (seeded) model."""
-    if cfg.parallel.backend == "deepspeed":
-        from mythos.train.engine_deepspeed import DeepSpeedEngine
-        return DeepSpeedEngine(model, cfg, env, Path(run_dir))
-    return FSDPEngine(model, cfg, env, Path(run_dir))

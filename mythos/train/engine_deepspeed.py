@@ -5,21 +5,16 @@ DeepSpeed op is compiled: FusedAdam / CPUAdam are never built) and our lr schedu
 optimizer's param groups); DeepSpeed's gradient clipping uses the same coefficient max_norm / (norm + 1e-6) as torch's.
 Our MoE runs under every stage (DeepSpeed's own MoE refuses ZeRO-3). fp32 or bf16 (fp16 is unsupported on CPU).
 
-Checkpoints: DeepSpeed's `save_checkpoint` on every rank into `checkpoints/step_NNNNNNN.tmp/`, with our trainer state
-as client state, then the same rename -> atomic `latest` -> prune as the FSDP path (CheckpointManager). DeepSpeed
-reads its files with torch.load(weights_only=False); so before it reads any, every `.pt` file of the checkpoint is
-loaded here with weights_only=True admitting only the three DeepSpeed types its optimizer files hold (DS_SAFE_TYPES):
-a file that asks for anything else is refused with one line, a damaged one falls back to the previous checkpoint.
+Checkpoints: CheckpointManager with DeepSpeed's payload strategy (mythos/checkpoint/deepspeed.py): DeepSpeed's
+`save_checkpoint` on every rank into `checkpoints/step_NNNNNNN.tmp/`, with our trainer state as client state, then
+the same rename -> atomic `latest` -> prune as the FSDP path; every file is checked weights_only before DeepSpeed
+reads it.
 """
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import math
 import os
-import pickle
-import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,17 +22,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mythos.checkpoint import CheckpointManager
+from mythos.checkpoint.deepspeed import DeepSpeedPayload, import_deepspeed
 from mythos.config import Config
+from mythos.config import _merge as deep_merge  # the one dict deep-merge (config overrides use it too)
 from mythos.errors import UserError
 from mythos.parallel import DistEnv, materialize
 from mythos.parallel.activation_checkpoint import apply_activation_checkpointing
 from mythos.parallel.meta_init import is_meta
 from mythos.parallel.parallelize import apply_compile
-from mythos.train import faults
-from mythos.train.checkpoint import CheckpointManager, _agree, _rank, _reason, _world
 from mythos.train.engine import Engine
 from mythos.train.optim import build_optimizer, build_scheduler
-from mythos.train.safe_pickle import UnsafeCheckpoint
 
 CONFIG_NAME = "deepspeed_config.json"
 # DeepSpeed 0.19 calls torch.distributed's deprecated *_into_tensor / *_tensor names on every step.
@@ -47,31 +42,6 @@ OURS = {"train_batch_size": "train.global_batch", "train_micro_batch_size_per_gp
         "gradient_accumulation_steps": "train.global_batch / (world size x train.micro_batch)",
         "optimizer": "train.lr, train.beta1, train.beta2, train.eps, train.weight_decay",
         "scheduler": "train.schedule, train.warmup_steps, train.min_lr_ratio"}
-
-
-def import_deepspeed(device: torch.device):
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if device.type == "cuda" else "cpu")
-    try:
-        import deepspeed
-    except ImportError:
-        raise UserError("config key 'parallel.backend': 'deepspeed' needs the deepspeed package "
-                        "(pip install --no-build-isolation 'mythos[deepspeed]')") from None
-    from deepspeed.utils import logger
-    logger.setLevel(logging.WARNING)
-    if device.type == "cpu":
-        _skip_shm_op_build(deepspeed)
-    return deepspeed
-
-
-def _skip_shm_op_build(deepspeed) -> None:
-    """On CPU, DeepSpeed's communication backend compiles a shared-memory all-reduce op at start-up (csrc/cpu/comm,
-    ~40 s, into TORCH_EXTENSIONS_DIR) that only its inference all-reduce uses; training collectives go through
-    torch.distributed (gloo). Skip the build. Private hook, tested with deepspeed 0.19.8."""
-    ds_torch = importlib.import_module("deepspeed.comm.torch")  # (the attribute deepspeed.comm.torch is torch)
-    if not callable(getattr(ds_torch, "build_shm_op", None)):
-        raise UserError(f"deepspeed {deepspeed.__version__}: deepspeed.comm.torch.build_shm_op not found (mythos is "
-                        f"tested with deepspeed 0.19.8): install that version")
-    ds_torch.build_shm_op = lambda: None
 
 
 def generated_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, Any]:
@@ -97,13 +67,6 @@ def generated_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, An
     }
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def resolve_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, Any]:
     """Ours, with `parallel.deepspeed_config` (a JSON file) merged over it key by key."""
     ds = generated_config(cfg, world_size, n_micro)
@@ -121,7 +84,7 @@ def resolve_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, Any]
     for key, ours in OURS.items():
         if key in user:
             raise UserError(f"{path}: key '{key}' is set from the mythos config ({ours}); remove it")
-    return _merge(ds, user)
+    return deep_merge(ds, user)
 
 
 def _ensure_process_group(env: DistEnv) -> None:
@@ -129,84 +92,6 @@ def _ensure_process_group(env: DistEnv) -> None:
     if not dist.is_initialized():
         dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     os.environ.setdefault("LOCAL_RANK", str(env.local_rank))  # deepspeed.initialize asserts it is set
-
-
-# The non-tensor types DeepSpeed 0.19.8 pickles into its checkpoint files (found with
-# torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO-1/2/3 checkpoints; model-states files need none).
-DS_SAFE_TYPES = ("deepspeed.runtime.zero.config.ZeroStageEnum",  # an int enum: the ZeRO stage
-                 "deepspeed.runtime.fp16.loss_scaler.LossScaler",  # plain attributes, no __setstate__
-                 "deepspeed.utils.tensor_fragment.fragment_address")  # dataclass(numel, start)
-
-
-def _safe_types() -> list[type]:
-    types = []
-    for dotted in DS_SAFE_TYPES:
-        module, name = dotted.rsplit(".", 1)
-        obj = getattr(importlib.import_module(module), name, None)
-        if not isinstance(obj, type):
-            raise UserError(f"deepspeed: {dotted} not found (mythos is tested with deepspeed 0.19.8): install that "
-                            f"version")
-        types.append(obj)
-    return types
-
-
-def safe_load(path: Path) -> Any:
-    """torch.load(weights_only=True) of one DeepSpeed checkpoint file; UnsafeCheckpoint if it asks for any global
-    beyond plain tensors/containers and DS_SAFE_TYPES (loading it could run code)."""
-    try:
-        with torch.serialization.safe_globals(_safe_types()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        m = re.search(r"GLOBAL (\S+)", str(e))
-        what = f"it asks to load {m.group(1)}" if m else f"weights_only unpickling failed ({_first_line(e)})"
-        raise UnsafeCheckpoint(f"{path}: refused: {what}, which is not a tensor or one of DeepSpeed's checkpoint "
-                               f"types (loading it could run code from the file)") from None
-
-
-def _first_line(e: Exception) -> str:
-    return next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-
-
-def check_files(path: Path) -> None:
-    """Every `.pt` file of checkpoint `path` loads weights_only (split over the ranks, agreed by all before
-    DeepSpeed reads anything, so no rank enters DeepSpeed's load alone). Raises the same error on every rank:
-    UnsafeCheckpoint (refused) or ValueError (damage: the caller falls back)."""
-    files = sorted(path.glob("*.pt"))
-    problem = None
-    for f in files[_rank()::_world()]:
-        try:
-            safe_load(f)
-        except UnsafeCheckpoint as e:
-            problem = ("unsafe", str(e))
-        except Exception as e:  # noqa: BLE001 - truncated / garbled: damage
-            problem = ("damaged", f"{f}: {_reason(e)[1]}")
-        if problem:
-            break
-    problem = _agree(problem)
-    if problem:
-        raise (UnsafeCheckpoint if problem[0] == "unsafe" else ValueError)(problem[1])
-
-
-class DeepSpeedCheckpoints(CheckpointManager):
-    """The FSDP path's tmp-dir / rename / `latest` / prune logic, with DeepSpeed's files as the payload."""
-
-    required_files = ("trainer_state.json",)  # no DCP .metadata: DeepSpeed's own files are checked by check_files
-
-    def __init__(self, run_dir: Path, keep: int, engine, check) -> None:
-        super().__init__(run_dir, keep=keep, fault_hook=faults.hook, check=check)
-        self.engine = engine
-
-    def _write_payload(self, tmp: Path, step: int, model, optimizer, trainer_state: dict[str, Any]) -> None:
-        self.engine.save_checkpoint(str(tmp.parent), tag=tmp.name, client_state={"mythos": trainer_state},
-                                    save_latest=False)
-        self.fault_hook("checkpoint_write", step)  # tests: a kill with the files written, nothing committed
-
-    def _read_payload(self, path: Path, model, optimizer) -> None:
-        check_files(path)
-        loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True,
-                                                load_optimizer_states=True, load_lr_scheduler_states=False)
-        if loaded is None:  # damage (a fallback), not a config error
-            raise FileNotFoundError(f"{path}: no DeepSpeed checkpoint files in it")
 
 
 class DeepSpeedEngine(Engine):
@@ -223,6 +108,7 @@ class DeepSpeedEngine(Engine):
         if cfg.parallel.compile:
             apply_compile(model)
         optimizer = build_optimizer(model, cfg.train)
+        self._install_bias_hook(optimizer)  # on the client optimizer, which DeepSpeed steps
         self.scheduler = build_scheduler(optimizer, cfg.train)  # on the client optimizer's param groups
         ds_config = resolve_config(cfg, env.world_size, self.n_micro)
         if env.rank == 0:
@@ -233,7 +119,8 @@ class DeepSpeedEngine(Engine):
                                                                     config=ds_config)
         except (AssertionError, ValueError) as e:  # DeepSpeed checks its config with asserts
             raise UserError(f"{run_dir / CONFIG_NAME}: deepspeed.initialize refused it: {e}") from None
-        self.ckpt = DeepSpeedCheckpoints(run_dir, cfg.checkpoint.keep, self.model, check=self.check_resume)
+        self.ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, check=self.check_resume,
+                                      payload=DeepSpeedPayload(self.model))
 
     @property
     def module(self) -> torch.nn.Module:
@@ -267,37 +154,3 @@ class DeepSpeedEngine(Engine):
         norm = self.model.get_global_grad_norm()
         grad_norm = float(norm) if norm is not None else float("nan")
         return grad_norm, loss_finite and math.isfinite(grad_norm)
-
-
-class DeepSpeedWeights(CheckpointManager):
-    """Inference (mythos-eval, mythos-export): the newest DeepSpeed checkpoint that verifies and loads, as full
-    weights into a plain model, no DeepSpeed engine; damage falls back, a file asking to run code is refused."""
-    required_files = DeepSpeedCheckpoints.required_files
-
-    def _read_payload(self, path: Path, model, optimizer) -> None:
-        missing, unexpected = model.load_state_dict(load_weights(path), strict=False)
-        if missing or unexpected:
-            raise UserError(f"{path}: DeepSpeed checkpoint does not match the run's model (missing {missing[:3]}, "
-                            f"unexpected {unexpected[:3]})")
-
-
-def load_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
-    """Full fp32 model weights (+ buffers) of a DeepSpeed checkpoint of any ZeRO stage, in one process. Every file
-    is checked weights_only first: zero_to_fp32 unpickles with weights_only=False."""
-    import_deepspeed(torch.device("cpu"))
-    check_files(checkpoint_dir)
-    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-    sd = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir.parent), tag=checkpoint_dir.name)
-    # Buffers (the MoE routing bias) live in the model-states file, under the module's state-dict keys.
-    states = sorted(checkpoint_dir.glob("*mp_rank_00_model_states.pt"))
-    if not states:
-        raise FileNotFoundError(f"{checkpoint_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
-    module_sd = safe_load(states[0])["module"]
-    sd = {_plain_name(k): v for k, v in sd.items()}
-    for k, v in module_sd.items():
-        sd.setdefault(k, v)  # buffers; parameters came full-size from the optimizer partitions above
-    return sd
-
-
-def _plain_name(name: str) -> str:
-    return name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")

@@ -53,3 +53,32 @@ def hook(where: str, step: int) -> None:
     if where == "step" and active("hang", step):
         if int(os.environ.get("RANK", "0")) == int(os.environ.get("WORLD_SIZE", "1")) - 1:
             threading.Event().wait()  # forever, GIL released: only the watchdog thread still runs
+
+
+class FaultInjection:
+    """The faults of MYTHOS_FAULTS on the trainer's seams: start-up, each step's start, the engine's loss
+    (`Engine.loss_hooks`) and the checkpoint writer (`CheckpointManager.fault_hook`). Registered by the trainer
+    only when MYTHOS_FAULTS is set (`install`); nothing else in mythos/ knows about faults."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def attach(self, engine) -> None:
+        engine.loss_hooks.append(self._loss)
+        if engine.ckpt is not None:
+            engine.ckpt.fault_hook = hook
+
+    def on_startup(self) -> None:
+        hook("startup", 0)
+
+    def on_step_start(self, step: int) -> None:
+        self.step = step
+        hook("step", step)
+
+    def _loss(self, ce):
+        return ce * float("nan") if active("nan_loss", self.step) else ce
+
+
+def install() -> FaultInjection | None:
+    """The fault callback when MYTHOS_FAULTS is set, else None (normal runs carry no fault code on their path)."""
+    return FaultInjection() if _FAULTS else None

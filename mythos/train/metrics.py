@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from mythos.data.atomic import atomic_write
+
 # Dense peak bf16 FLOP/s of common accelerators, for MFU.
 GPU_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -134,9 +136,7 @@ class MetricsLogger:
             return
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(line + "\n" for line in kept))
 
     def log_step(self, record: dict[str, Any], scalars: dict[str, float]) -> None:
         """`record` goes to metrics.jsonl; `record` and `scalars` go to TensorBoard."""

@@ -50,13 +50,9 @@ class StopFlag:
     def agree(self, device, *more: bool) -> list[bool]:
         """[stop requested on any rank, then each of `more` set on any rank]: every step-boundary decision in one
         all-reduce, so all ranks act together."""
-        import torch
-        import torch.distributed as dist
+        from mythos.parallel.ranks import any_rank  # here, not at the top: entry points import this before torch
 
-        flags = torch.tensor([self.signum is not None, *more], dtype=torch.float32, device=device)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        return [f > 0 for f in flags.tolist()]
+        return any_rank(device, self.signum is not None, *more)
 
 
 _PROCESS_FLAG: StopFlag | None = None

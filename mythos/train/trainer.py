@@ -5,6 +5,7 @@ Checkpointing, metrics and signal handling are small components (checkpoint.py, 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 
@@ -14,13 +15,13 @@ from mythos.config import Config, save_config
 from mythos.data import build_loader, check_vocab, read_metadata
 from mythos.data.loader import parse_spec
 from mythos.errors import UserError
-from mythos.evals.validate import validation_losses
+from mythos.train.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, meta_device
 from mythos.train import faults
 from mythos.parallel.mesh import mesh_shape
 from mythos.train.batch import batch_split
-from mythos.train.engine import build_engine
+from mythos.train.engines import build_engine
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
 from mythos.train.signals import EXIT_REQUEUE, StopFlag, stop_flag
 from mythos.train.watchdog import Watchdog, pg_timeout_s
@@ -47,6 +48,16 @@ def resolve_model_config(cfg: Config, meta: dict, data_dir: Path) -> ModelConfig
     return dataclasses.replace(cfg.model, vocab_size=int(meta["vocab_size"]))
 
 
+def run(cfg: Config) -> int:
+    """The exit code of one training run, the one entry of `mythos-train` and the submitit job (launch/job.py):
+    0 done, EXIT_DIVERGED (3) on TrainingDiverged, EXIT_REQUEUE (75) when stopped to be requeued."""
+    try:
+        return train(cfg)
+    except TrainingDiverged as e:
+        print(f"error: training diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+
+
 def train(cfg: Config) -> int:
     stop = stop_flag()  # before any slow start-up work: a signal from here on stops the run at its first boundary
     env = DistEnv.from_environment(cfg.train.device, timeout_s=pg_timeout_s(cfg.parallel.collective_timeout_s))
@@ -71,13 +82,17 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         save_config(cfg, run_dir / "config.toml")
 
     # ---- model, optimizer, data
-    faults.hook("startup", 0)
+    fault = faults.install()  # the fault-injection callback, only when MYTHOS_FAULTS is set (tests)
+    if fault:
+        fault.on_startup()
     torch.manual_seed(t.seed)
     with meta_device():  # no rank builds the whole model: parallelize materialises its shards
         model = Mythos(cfg.model)
     stats = model_stats(cfg.model, n_loops=1, seq_len=t.seq_len)
     engine = build_engine(model, cfg, env, run_dir)  # parallelize + optimizer + schedule (FSDP or DeepSpeed)
     model = engine.model
+    if fault:
+        fault.attach(engine)
     loader = build_loader(cfg.data.path, split="train", seq_len=t.seq_len, global_batch=t.global_batch,
                           rank=env.rank, world_size=env.world_size, seed=t.seed)
     sampler = LoopSampler(cfg.model.loops) if cfg.model.mode != "dense" else None
@@ -118,12 +133,13 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     watchdog = Watchdog(run_dir, cfg.parallel.collective_timeout_s).start()
     while step < t.steps:
         watchdog.beat(step + 1)
-        faults.hook("step", step + 1)
+        if fault:
+            fault.on_step_start(step + 1)
         ckpt.poll()
         t0 = time.perf_counter()
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
-        result = engine.train_step(inputs_BT, targets_BT, loops, step)
+        result = engine.train_step(inputs_BT, targets_BT, loops)
         ce_mean, ponder, grad_norm, lr, out = result.loss, result.ponder, result.grad_norm, result.lr, result.out
         step += 1
         if result.skipped:

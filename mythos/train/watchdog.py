@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from mythos.parallel import ranks
 from mythos.train.signals import EXIT_REQUEUE
 
 REPORT_S = 20.0  # how long the watchdogs wait for each other's reports
@@ -45,10 +46,9 @@ class Watchdog:
     def __init__(self, run_dir: str | Path, timeout_s: float):
         self.stacks_dir = Path(run_dir) / "stacks"
         self.timeout_s = timeout_s
-        distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if distributed else 0
-        self.world = dist.get_world_size() if distributed else 1
-        self.group = dist.new_group(backend="gloo", timeout=timedelta(seconds=REPORT_S)) if distributed else None
+        self.rank, self.world = ranks.rank(), ranks.world()
+        self.group = (dist.new_group(backend="gloo", timeout=timedelta(seconds=REPORT_S)) if ranks.distributed()
+                      else None)
         self.step, self.last = 0, time.monotonic()
         self._stop = threading.Event()
 
@@ -79,9 +79,7 @@ class Watchdog:
         reports = {self.rank: mine}
         if self.group is not None:
             try:
-                everyone: list = [None] * self.world
-                dist.all_gather_object(everyone, mine, group=self.group)
-                reports = {r["rank"]: r for r in everyone if r}
+                reports = {r["rank"]: r for r in ranks.gather_objects(mine, self.group) if r}
             except Exception:  # noqa: BLE001 - a rank that cannot answer this is itself the news
                 pass
         stopped = [r for r in range(self.world) if r not in reports or not reports[r]["waiting"]]

@@ -119,7 +119,7 @@ def test_megatron_prefix_with_tokenizer_json_beside_it(hf_prepared, tmp_path):
 @pytest.mark.slow
 def test_train_and_generate_with_tokenizer_json(hf_prepared, tmp_path, capsys, one_thread):
     from mythos.evals.generate_cli import main as generate
-    from mythos.train.export import main as export
+    from mythos.hf.export_cli import main as export
     out, _, _ = hf_prepared
     run = tmp_path / "run"
     r = run_cli(train_args(run, out, 4))

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from mythos.train.export import main as export_main
+from mythos.hf.export_cli import main as export_main
 
 
 def _fails(main, argv, capsys) -> str:

@@ -20,9 +20,9 @@ def test_exports_follow_the_umask(tiny_run, tmp_path, umask):
     old = os.umask(umask)
     try:
         single = tmp_path / "tiny.safetensors"
-        r1 = run_cli(["mythos.train.export", str(tiny_run), "--out", str(single)])
+        r1 = run_cli(["mythos.hf.export_cli", str(tiny_run), "--out", str(single)])
         hf = tmp_path / "hf" / "tiny"
-        r2 = run_cli(["mythos.train.export", str(tiny_run), "--format", "hf", "--out", str(hf)])
+        r2 = run_cli(["mythos.hf.export_cli", str(tiny_run), "--format", "hf", "--out", str(hf)])
     finally:
         os.umask(old)
     assert r1.returncode == 0, r1.stderr

@@ -40,8 +40,8 @@ def test_reference_windows_reproduce_validation_loss(tiny_run):
     reference_nats_per_token are mythos-eval's packed windows: the same loss."""
     from mythos.data import open_split
     from mythos.evals.harness import reference_nats_per_token
-    from mythos.evals.load import load_run
-    from mythos.evals.validate import validation_loss
+    from mythos.checkpoint.load import load_run
+    from mythos.train.validate import validation_loss
     from mythos.parallel.env import DistEnv
     model, cfg, _ = load_run(tiny_run)
     stream = np.concatenate([np.asarray(s.tokens) for s in open_split(cfg.data.path, "val")]).astype(np.int64)

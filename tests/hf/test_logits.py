@@ -36,7 +36,7 @@ def test_hf_logits_equal_ours(kind, prepared_data, tmp_path):
 
 
 def test_n_loops_from_config_and_per_call(run_export, tiny_run):
-    from mythos.evals.load import load_run
+    from mythos.checkpoint.load import load_run
     ours, cfg, _ = load_run(tiny_run)
     assert json.loads((run_export / "config.json").read_text())["n_loops"] == cfg.model.loops.inference
     x_BT = torch.randint(0, 300, (1, 50), generator=torch.Generator().manual_seed(2))
@@ -81,7 +81,7 @@ def test_export_layout_sharded_and_standalone(run_export, monkeypatch):
 
 def test_export_from_a_safetensors_export_file(tiny_run, tmp_path):
     """`--format hf` also takes the one-file `mythos-export` output (which records no seq_len: 2048)."""
-    from mythos.evals.load import export, load_run
+    from mythos.checkpoint.load import export, load_run
     from mythos.hf.export import export_hf
     out = export_hf(export(tiny_run, tmp_path / "tiny.safetensors"), tmp_path / "from_file")
     assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 2048

@@ -15,7 +15,7 @@ STEPS = 6
 
 
 def test_deepspeed_job_runs_across_two_nodes(slurm, prepared_data, tmp_path):
-    from mythos.train import manifest
+    from mythos.checkpoint import manifest
     run = tmp_path / "ds"
     jid = submit(run, prepared_data, "--time", "10", "--train.steps", str(STEPS), "--parallel.backend", "deepspeed",
                  "--parallel.zero_stage", "2")

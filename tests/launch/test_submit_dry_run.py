@@ -55,9 +55,9 @@ def test_prep_dry_run_with_no_slurm_on_path(tmp_path):
 
 
 def test_dry_run_lists_a_partition_that_cannot_hold_the_job(prepared_data, tmp_path, capsys, monkeypatch):
-    import launch.submit as submit
+    import launch.slurm as slurm
     part = {"name": "debug", "nodes": 1, "cpus": 2, "gpus": 0, "default_time": 60, "max_time": 120}
-    monkeypatch.setattr(submit, "partition_info", lambda name: part)
+    monkeypatch.setattr(slurm, "partition_info", lambda name: part)
     args = ["--config", "configs/tiny-cpu.toml", "--data.path", str(prepared_data), "--run.dir", str(tmp_path / "r"),
             "--nodes", "4", "--gpus-per-node", "0"]
     rc, out, err = in_process(capsys, *args, "--dry-run")

@@ -61,7 +61,7 @@ def test_dry_run_prints_the_sbatch_script(slurm, prepared_data, tmp_path, capsys
 
 
 def test_signal_lead_fits_the_time_limit():
-    from launch.submit import signal_lead
+    from launch.slurm import signal_lead
     assert signal_lead(1, None) == 15 and signal_lead(30, None) == 180 and signal_lead(24 * 60, None) == 300
     assert signal_lead(1, 59) == 59
     from mythos.errors import UserError

@@ -6,7 +6,7 @@ import torch
 from mythos.config import Config, ParallelConfig, TrainConfig
 from mythos.model import LoopSampler, ModelConfig, Mythos
 from mythos.parallel import DistEnv
-from mythos.train.engine import build_engine
+from mythos.train.engines import build_engine
 from mythos.train.trainer import loops_for_step
 
 
@@ -26,7 +26,7 @@ def test_tiny_overfits_one_batch(mode, tmp_path):
     sampler = LoopSampler(cfg.model.loops) if mode == "rdt" else None
     first = None
     for step in range(200):
-        r = engine.train_step(data[:, :-1], data[:, 1:], loops_for_step(sampler, 0, step) if sampler else None, step)
+        r = engine.train_step(data[:, :-1], data[:, 1:], loops_for_step(sampler, 0, step) if sampler else None)
         first = r.loss if first is None else first
         if r.loss <= 0.2 * first:
             break

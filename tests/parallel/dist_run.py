@@ -58,24 +58,28 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offloa
     import torch
 
     from mythos.model import LoopSampler, Mythos
-    from mythos.parallel.fsdp import count_collectives
-    from mythos.train.engine import build_engine
+    from mythos.parallel.accounting import CollectiveCounter
+    from mythos.train import faults
+    from mythos.train.engines import build_engine
     from mythos.train.trainer import loops_for_step
 
     cfg = _case_config(a, backend, zero_stage, model, env.world_size, out, offload)
     torch.manual_seed(0)
     engine = build_engine(Mythos(cfg.model), cfg, env, cfg.run.dir)
+    at = [0]  # the step being run, for MYTHOS_FAULTS=nan_loss@N
+    engine.loss_hooks.append(lambda ce: ce * float("nan") if faults.active("nan_loss", at[0] + 1) else ce)
     sampler = LoopSampler(cfg.model.loops) if a.sampled_loops and model != "dense" else None
     local = a.global_batch // env.world_size
     res = {"losses": [], "grad_norms": [], "comm": [], "grads": {}, "loops": [], "skipped": []}
     for step in range(a.steps):
+        at[0] = step
         g = torch.Generator().manual_seed(1000 + (0 if a.fixed_data else step))
         tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
         tokens = tokens[env.rank * local:(env.rank + 1) * local]
         loops = None if model == "dense" else loops_for_step(sampler, 0, step) if sampler else a.loops
-        with count_collectives() if a.count_comm else contextlib.nullcontext() as counts:
+        with CollectiveCounter() if a.count_comm else contextlib.nullcontext() as counts:
             engine.inspect_grads = lambda m, s=step, c=counts: _inspect(res, m, s, c)
-            r = engine.train_step(tokens[:, :-1], tokens[:, 1:], loops, step)
+            r = engine.train_step(tokens[:, :-1], tokens[:, 1:], loops)
         res["losses"].append(r.loss)
         res["grad_norms"].append(r.grad_norm)
         res["loops"].append(loops)
@@ -86,8 +90,11 @@ def run_case(a, env, backend: str, zero_stage: int, model: str, out: str, offloa
 
 def _inspect(res: dict, model, step: int, counts) -> None:
     """After the backward of a step: the collectives so far (forward + backward only) and step-0 full gradients."""
-    if counts is not None:
-        res["comm"].append(dict(counts))
+    if counts is not None:  # calls per collective kind ("all_to_all", "all_gather", ...), over all groups
+        calls: dict = {}
+        for (kind, _), rec in counts.by_kind.items():
+            calls[kind] = calls.get(kind, 0) + rec["calls"]
+        res["comm"].append(calls)
     if step == 0:
         for name, prm in model.named_parameters():
             if prm.grad is not None:

@@ -1,5 +1,6 @@
-"""Worker for the scaling tests: one optimizer step of the tiny looped MoE (tests/parallel/dist_run.py's config),
-built on meta (`--init meta`, the trainer's path) or eagerly, with micro-batches. Every rank writes
+"""Worker for the scaling tests: one optimizer step (the trainer's engine) of the tiny looped MoE
+(tests/parallel/dist_run.py's config), built on meta (`--init meta`, the trainer's path) or eagerly, with
+micro-batches. Every rank writes
 `{out}.rank{r}`: initial full weights (rank 0), per-rank state bytes after the step, collectives counted per
 (kind, mesh dim) with mythos.parallel.accounting, the loss, and its peak RSS. Launched with dist_run.launch."""
 from __future__ import annotations
@@ -29,50 +30,52 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
 
     import torch
-    import torch.nn.functional as F
 
-    from mythos.config import ParallelConfig, TrainConfig
+    from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import Mythos
-    from mythos.parallel import DistEnv, build_mesh, expert_grad_sync, meta_device, parallelize
+    from mythos.parallel import DistEnv, build_mesh, meta_device
     from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
     from mythos.parallel.env import exit_after_distributed
-    from mythos.train.optim import build_optimizer
+    from mythos.train.engine import FSDPEngine
     from tests.parallel.dist_run import tiny_model_config
 
     torch.set_num_threads(1)
     env = DistEnv.from_environment("cpu")
+    local = a.global_batch // env.world_size
     pcfg = ParallelConfig(dp_shard=a.dp_shard, ep=a.ep, ac=a.ac)
+    cfg = Config(model=tiny_model_config(a.loops, a.backprop_k), parallel=pcfg,
+                 train=TrainConfig(lr=1e-3, weight_decay=0.1, global_batch=a.global_batch, micro_batch=local // a.micro,
+                                   seq_len=a.seq_len, device="cpu"))
     mesh = build_mesh(env, pcfg)
     torch.manual_seed(0)
     with meta_device() if a.init == "meta" else torch.device("cpu"):
-        model = Mythos(tiny_model_config(a.loops, a.backprop_k))
-    model = parallelize(model, mesh, pcfg, device=env.device)
+        model = Mythos(cfg.model)
+    engine = FSDPEngine(model, cfg, env, None, mesh=mesh)  # the trainer's engine: parallelize, AdamW, the step
+    model = engine.model
     weights = {} if a.no_weights else {
         n.replace("_checkpoint_wrapped_module.", ""): (w.full_tensor() if hasattr(w, "full_tensor") else w).detach()
         for n, w in model.named_parameters()}
-    opt = build_optimizer(model, TrainConfig(lr=1e-3, weight_decay=0.1))
 
-    local = a.global_batch // env.world_size
-    mb = local // a.micro
     g = torch.Generator().manual_seed(1000)
     tokens = torch.randint(0, 256, (a.global_batch, a.seq_len + 1), generator=g)
     tokens = tokens[env.rank * local:(env.rank + 1) * local]
     counter = CollectiveCounter(mesh_dim_groups(mesh) if mesh is not None else None)
-    loss_sum = 0.0
-    with counter:
-        for m in range(a.micro):
-            x = tokens[m * mb:(m + 1) * mb]
-            expert_grad_sync(model, m == a.micro - 1)
-            out = model(x[:, :-1], n_loops=a.loops)
-            ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), x[:, 1:].flatten())
-            ((ce + out.aux_loss) / a.micro).backward()
-            loss_sum += float(ce) / a.micro
-    grads = {n.replace("_checkpoint_wrapped_module.", ""): (w.grad.full_tensor() if hasattr(w.grad, "full_tensor")
-                                                             else w.grad).detach().clone()
-             for n, w in model.named_parameters() if w.grad is not None} if a.save_grads else {}
-    opt.step()
-    res = {"grads": grads, "state": state_bytes(model, opt), "comm": counter.table(), "loss": loss_sum,
-           "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+    with counter:  # forward + backward of every micro-batch (the optimizer step's norm all-reduce is not counted)
+        for micro in engine.micro_batches(tokens[:, :-1], tokens[:, 1:], a.loops):
+            engine.forward_backward(micro)
+    grads: dict = {}
+    held: dict = {}  # the gradient bytes (the step clears the gradients)
+
+    def inspect(m) -> None:  # after the step's backward, before clip and update
+        held.update({k: v for k, v in state_bytes(m).items() if k.startswith("grads")})
+        if a.save_grads:  # full gradients
+            grads.update({n.replace("_checkpoint_wrapped_module.", ""): (
+                w.grad.full_tensor() if hasattr(w.grad, "full_tensor") else w.grad).detach().clone()
+                for n, w in m.named_parameters() if w.grad is not None})
+    engine.inspect_grads = inspect
+    result = engine.optim_step()
+    res = {"grads": grads, "state": {**state_bytes(model, engine.optimizer), **held}, "comm": counter.table(),
+           "loss": result.loss, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     if env.rank == 0:
         res["weights"] = weights
     torch.save(res, f"{a.out}.rank{env.rank}")

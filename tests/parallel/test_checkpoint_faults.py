@@ -65,7 +65,7 @@ def reference(prepared_data, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_one_rank_shard_damaged_both_fall_back(reference, prepared_data, tmp_path):
-    from mythos.train import manifest
+    from mythos.checkpoint import manifest
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     shard = run / "checkpoints" / f"step_{STEPS:07d}" / "__1_0.distcp"  # written by rank 1

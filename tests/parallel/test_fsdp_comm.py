@@ -20,8 +20,8 @@ def test_all_gathers_per_step_do_not_grow_with_loops(tmp_path):
     # groups: prelude block, coda block, looped block, its routed experts, root. Prelude and coda are resharded after
     # forward and re-gathered for backward (2 each); the looped block, its experts and the root stay gathered (1 each).
     for c in c2 + c6:
-        assert c["all_gather_single"] == 7, c
-        assert c["reduce_scatter_single"] == 5, c  # one per group per backward
+        assert c["all_gather"] == 7, c
+        assert c["reduce_scatter"] == 5, c  # one per group per backward
 
 
 @pytest.mark.slow
@@ -29,4 +29,4 @@ def test_fsdp_default_policy_would_regather_per_loop(tmp_path):
     """Control: with FSDP2's per-call post-backward the looped block and its experts are re-gathered for every
     loop's backward (4 more loops x 2 units)."""
     c2, c6 = _comm(tmp_path, 2, "--no-defer"), _comm(tmp_path, 6, "--no-defer")
-    assert c6[-1]["all_gather_single"] - c2[-1]["all_gather_single"] == 8
+    assert c6[-1]["all_gather"] - c2[-1]["all_gather"] == 8

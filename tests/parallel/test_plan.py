@@ -30,7 +30,7 @@ def _cfg(nproc: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("nproc", [2, 4])
 def test_plan_state_and_collectives_equal_the_real_run(scaling_runs, nproc):
-    from mythos.parallel.planner import dry_run
+    from mythos.train.planner import dry_run
     real = scaling_runs[(nproc, 3, 1)]
     plan = dry_run(_cfg(nproc), nproc, rank=0, memory=False)
     assert plan["state_bytes"] == real[0]["state"]
@@ -46,7 +46,7 @@ def test_plan_state_and_collectives_equal_the_real_run(scaling_runs, nproc):
 
 @pytest.mark.slow
 def test_plan_step_memory_within_15_percent_of_measured_peak():
-    from mythos.parallel.planner import dry_run
+    from mythos.train.planner import dry_run
     cfg = build_config({}, {})
     cfg.model = ModelConfig.named("tiny")
     cfg.model.dim, cfg.model.loops.backprop_k, cfg.model.loops.mean = 256, 0, 3.0
@@ -67,7 +67,7 @@ def test_plan_step_memory_within_15_percent_of_measured_peak():
 
 
 def test_plan_cli_rejects_a_bad_world(tmp_path, capsys):
-    from mythos.parallel.plan_cli import main
+    from mythos.train.plan_cli import main
     cfg = tmp_path / "c.toml"
     cfg.write_text("[train]\nglobal_batch = 8\n")
     with pytest.raises(SystemExit) as e:
@@ -76,7 +76,7 @@ def test_plan_cli_rejects_a_bad_world(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "global_batch" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(UserError):
-        __import__("mythos.parallel.planner", fromlist=["step_shape"]).step_shape(build_config({}, {}), 3)
+        __import__("mythos.train.planner", fromlist=["step_shape"]).step_shape(build_config({}, {}), 3)
 
 
 def test_counter_counts_a_repeated_micro_batch_n_times():

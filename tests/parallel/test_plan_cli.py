@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mythos.config import load_config, parse_overrides
-from mythos.parallel.plan_cli import main
+from mythos.train.plan_cli import main
 from mythos.train.batch import split_batch
 
 CONFIG = "[train]\nglobal_batch = 12\nmicro_batch = 12\nseq_len = 128\n[model]\nname = \"tiny\"\n"

@@ -80,8 +80,8 @@ def model_and_optimizer(run: Path):
 
 @pytest.mark.parametrize("kind", KINDS + ["distcp_damaged_manifest_rewritten"])
 def test_each_corruption_falls_back_one_checkpoint(reference, tmp_path, kind):
-    from mythos.train import manifest
-    from mythos.train.checkpoint import CheckpointManager
+    from mythos.checkpoint import manifest
+    from mythos.checkpoint import CheckpointManager
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     if kind == "distcp_damaged_manifest_rewritten":  # passes verification, fails inside DCP's load
@@ -145,8 +145,8 @@ class _RunsCode:
 @pytest.mark.slow
 def test_crafted_metadata_is_refused_everywhere(reference, prepared_data, tmp_path, capsys):
     from mythos.evals.generate_cli import main as generate_main
-    from mythos.train import manifest
-    from mythos.train.export import main as export_main
+    from mythos.checkpoint import manifest
+    from mythos.hf.export_cli import main as export_main
     run, marker = tmp_path / "run", tmp_path / "PWNED"
     shutil.copytree(reference, run)
     (ckpt(run, STEPS) / ".metadata").write_bytes(pickle.dumps(_RunsCode(marker)))
@@ -174,7 +174,7 @@ def test_byte_entries_load_weights_only(tmp_path):
     from torch.distributed.checkpoint.metadata import MetadataIndex
     from torch.distributed.checkpoint.planner import LoadItemType, ReadItem
 
-    from mythos.train.safe_pickle import SafeLoadPlanner, UnsafeCheckpoint
+    from mythos.checkpoint.safe_pickle import SafeLoadPlanner, UnsafeCheckpoint
     planner = SafeLoadPlanner()
     planner.set_up_planner({"x": {"lr": 0.0}}, None, True)
     item = ReadItem(type=LoadItemType.BYTE_IO, dest_index=MetadataIndex("x.lr"), dest_offsets=torch.Size([0]),
@@ -210,8 +210,8 @@ def small_fs(tmp_path):
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_disk_full_keeps_previous_checkpoint(reference, prepared_data, tmp_path, small_fs, mode):
     """Async: the background write of step 4 fails; the error surfaces when the loop next waits for it (step 6)."""
-    from mythos.train import manifest
-    from mythos.train.checkpoint import CheckpointManager
+    from mythos.checkpoint import manifest
+    from mythos.checkpoint import CheckpointManager
     run = tmp_path / "run"
     run.mkdir()
     (small_fs / "checkpoints").mkdir()
@@ -258,7 +258,7 @@ def test_async_save_matches_sync_and_survives_kill(reference, prepared_data, tmp
 
 def test_metadata_naming_files_outside_the_checkpoint_is_refused(reference, tmp_path):
     """Only DCP types, but a storage entry pointing outside the directory: refused too (and real metadata loads)."""
-    from mythos.train.safe_pickle import UnsafeCheckpoint, load_metadata
+    from mythos.checkpoint.safe_pickle import UnsafeCheckpoint, load_metadata
     md = load_metadata(ckpt(reference, STEPS) / ".metadata")
     assert {info.relative_path for info in md.storage_data.values()} == {"__0_0.distcp"}
     first = next(iter(md.storage_data))

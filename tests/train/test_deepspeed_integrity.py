@@ -53,7 +53,7 @@ def _copy_at_step_2(reference: Path, dest: Path) -> Path:
 
 
 def test_damaged_checkpoints_fall_back_bitwise(reference, prepared_data, tmp_path):
-    from mythos.train import manifest
+    from mythos.checkpoint import manifest
     run = _copy_at_step_2(reference, tmp_path / "run")
     optim8, optim6 = ckpt(run, 8) / OPTIM, ckpt(run, 6) / OPTIM
     optim8.write_bytes(optim8.read_bytes()[:1000])  # caught by the manifest
@@ -72,7 +72,7 @@ def test_damaged_checkpoints_fall_back_bitwise(reference, prepared_data, tmp_pat
 
 
 def _plant_hostile(run: Path, marker: Path) -> Path:
-    from mythos.train import manifest
+    from mythos.checkpoint import manifest
     bad = ckpt(run, STEPS) / OPTIM
     torch.save({"optimizer_state_dict": _RunsCode(marker)}, bad)
     manifest.write_manifest(ckpt(run, STEPS), STEPS)  # a forger rewrites the manifest too: it must not matter
@@ -92,8 +92,8 @@ def test_code_in_a_deepspeed_file_is_refused_by_resume(reference, prepared_data,
 
 def test_code_in_a_deepspeed_file_is_refused_by_export_and_eval(reference, tmp_path, capsys):
     from mythos.errors import UserError
-    from mythos.evals.load import load_run
-    from mythos.train.export import main as export_main
+    from mythos.checkpoint.load import load_run
+    from mythos.hf.export_cli import main as export_main
     run, marker = tmp_path / "run", tmp_path / "PWNED"
     shutil.copytree(reference, run)
     model, _, _ = load_run(run)  # the untouched run loads
@@ -111,8 +111,8 @@ def test_code_in_a_deepspeed_file_is_refused_by_export_and_eval(reference, tmp_p
 
 
 def test_eval_loader_falls_back_past_a_damaged_deepspeed_checkpoint(reference, tmp_path, capsys):
-    from mythos.evals.load import load_run
-    from mythos.train.engine_deepspeed import load_weights
+    from mythos.checkpoint.load import load_run
+    from mythos.checkpoint.deepspeed import load_weights
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     optim = ckpt(run, STEPS) / OPTIM

@@ -104,8 +104,8 @@ def test_eval_and_export_read_deepspeed_runs(references, tmp_path):
     import torch
 
     from mythos.config import load_config
-    from mythos.evals.load import export, load_any
-    from mythos.evals.validate import validation_losses
+    from mythos.checkpoint.load import export, load_any
+    from mythos.train.validate import validation_losses
     from mythos.parallel import DistEnv
     run = references[3]
     model, _, _ = load_any(export(run, tmp_path / "m.safetensors"))  # mythos-export; load_run under it

@@ -25,7 +25,7 @@ def test_demo_path(prepared_data, tmp_path):
     assert gen.stdout.startswith("def function_1") and len(gen.stdout) > len("def function_1")
 
     out = tmp_path / "model.safetensors"
-    r = run_cli(["mythos.train.export", str(run), "--out", str(out)])
+    r = run_cli(["mythos.hf.export_cli", str(run), "--out", str(out)])
     assert r.returncode == 0 and out.is_file(), r.stderr
     r2 = run_cli(["mythos.evals.generate_cli", str(out), "--prompt", "def function_1", "--loops", "6",
                   "--max-new-tokens", "12"])

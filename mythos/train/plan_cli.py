@@ -1,7 +1,7 @@
 """mythos-plan --config FILE [--section.key v ...] --nodes N --gpus-per-node G [--gpu-mem 80] [--json]
 
 What one rank of a run would hold and send, from a dry run of the real model, mesh and `parallelize` on torch's fake
-process group (mythos/parallel/planner.py): parameter, gradient and AdamW bytes, step memory at the configured
+process group (mythos/train/planner.py): parameter, gradient and AdamW bytes, step memory at the configured
 micro-batch, sequence length and loop count (with the configured activation checkpointing and with none),
 collective bytes per optimizer step by kind and mesh dim, whether it fits a GPU of --gpu-mem GB, and the largest
 micro-batch that does among those that divide the per-rank batch (the trainer accepts it as --train.micro_batch).
@@ -21,7 +21,7 @@ GB = 1e9
 
 
 def plan(cfg, world: int, gpu_mem_gb: float, rank: int = 0) -> dict:
-    from mythos.parallel.planner import dry_run
+    from mythos.train.planner import dry_run
     res = dry_run(cfg, world, rank)
     st = res["state_bytes"]
     params = sum(v for k, v in st.items() if k.startswith("params"))
@@ -45,7 +45,7 @@ def _largest_micro_batch(cfg, world: int, rank: int, res: dict, budget: float) -
 
     from mythos.parallel.env import DistEnv
     from mythos.parallel.mesh import build_mesh
-    from mythos.parallel.planner import _step_peak, fake_process_group, step_shape
+    from mythos.train.planner import _step_peak, fake_process_group, step_shape
     m0, p0 = res["micro_batch"], res["step_peak_bytes"][cfg.parallel.ac]
     m1 = 1 if m0 > 1 else 2
     shape = step_shape(cfg, world)

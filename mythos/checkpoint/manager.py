@@ -1,4 +1,4 @@
-"""Checkpoints in `run.dir/checkpoints/step_NNNNNNN/` with torch.distributed.checkpoint (DCP).
+"""The checkpoint manager: checkpoints in `run.dir/checkpoints/step_NNNNNNN/` with torch.distributed.checkpoint (DCP).
 
 Writing: every rank writes into `step_NNNNNNN.tmp/` (its RNG state, its DCP shards and their hashes), rank 0 adds the
 trainer state (JSON) and, once every rank's write is complete, the manifest (manifest.py); then it renames the
@@ -7,12 +7,15 @@ With `checkpoint.async_save` the training loop waits only for DCP's in-memory co
 thread and rank 0 commits (manifest, rename, `latest`) at the first step boundary after it finished.
 A failed write (disk full) removes the partial directory and stops the run with one line; `latest` is untouched.
 
+The model + optimizer files are a strategy (`Payload`): DCP here (dcp.py), DeepSpeed's own files (deepspeed.py).
+
 Reading: candidates are `latest`'s target, then older checkpoints, newest first. Each is verified against its manifest
 (hashing split over the ranks), then loaded through safe_pickle.py (no code from the files); the first that every
 rank verified and loaded wins, so all ranks agree. Damage falls back with one line; a file that tries to run code
 stops with one line. Model and optimizer go through DCP's get/set_state_dict, so plain, FSDP2-sharded and
 expert-parallel models save and load at any world size.
 """
+from __future__ import annotations
 from __future__ import annotations
 
 import errno
@@ -27,51 +30,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import CheckpointException, FileSystemWriter
-from torch.distributed.checkpoint.staging import DefaultStager, StagingOptions
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_state_dict,
-    set_model_state_dict,
-    set_state_dict,
-)
+from torch.distributed.checkpoint import CheckpointException
 
+from mythos.checkpoint import manifest
+from mythos.checkpoint.dcp import DCPPayload, Payload
+from mythos.checkpoint.safe_pickle import UnsafeCheckpoint
+from mythos.data.atomic import atomic_write
 from mythos.errors import UserError
-from mythos.train import manifest
-from mythos.train.safe_pickle import SafeFileSystemReader, SafeLoadPlanner, UnsafeCheckpoint
+from mythos.parallel.ranks import agree, barrier, rank, world
 
 STEP_DIR = re.compile(r"^step_(\d{7})$")
 # Single-process runs use DCP without a process group on purpose.
 warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def _barrier() -> None:
-    if _distributed():
-        dist.barrier()
-
-
-def _rank() -> int:
-    return dist.get_rank() if _distributed() else 0
-
-
-def _world() -> int:
-    return dist.get_world_size() if _distributed() else 1
-
-
-def _agree(problem: tuple[str, str] | None) -> tuple[str, str] | None:
-    """The first rank's (kind, message) problem, the same on every rank (None when no rank had one)."""
-    if not _distributed():
-        return problem
-    everyone: list = [None] * _world()
-    dist.all_gather_object(everyone, problem)
-    return next((p for p in everyone if p is not None), None)
 
 
 def _disk_full(path: Path) -> bool:
@@ -83,7 +53,7 @@ def _disk_full(path: Path) -> bool:
     return st.f_bavail * st.f_frsize < 1 << 20
 
 
-def _reason(e: BaseException, written: Path | None = None) -> tuple[str, str]:
+def reason(e: BaseException, written: Path | None = None) -> tuple[str, str]:
     """(kind, first line) of an exception, looking inside DCP's per-rank CheckpointException. `written`: the
     directory a failed write went to (checked for a full disk)."""
     if isinstance(e, CheckpointException):
@@ -113,41 +83,25 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-class _HashingWriter(FileSystemWriter):
-    """DCP's FileSystemWriter that hashes this rank's shards right after writing them (see manifest.py)."""
-
-    def __init__(self, path: Path, step: int, fault_hook: Callable[[str, int], None]):
-        super().__init__(path)
-        self.step, self.fault_hook = step, fault_hook
-
-    def write_data(self, plan, planner):
-        fut = super().write_data(plan, planner)
-        names = sorted({r.storage_data.relative_path for r in fut.wait()})
-        manifest.write_rank_hashes(Path(self.path), _rank(), names)
-        self.fault_hook("checkpoint_write", self.step)  # tests: a kill with the shards written, nothing committed
-        return fut
-
-
 class CheckpointManager:
-    required_files = ("trainer_state.json", ".metadata")  # what a complete checkpoint's manifest must list
+    """The protocol (tmp dir -> manifest -> rename -> atomic `latest` -> prune; verify -> load -> fall back), with
+    the model + optimizer files written and read by its `payload` strategy: DCPPayload (FSDP) by default, or
+    DeepSpeed's (mythos/checkpoint/deepspeed.py)."""
 
     def __init__(self, run_dir: str | Path, keep: int, fault_hook: Callable[[str, int], None] | None = None,
                  async_save: bool = False, say: Callable[[str], None] | None = None,
-                 check: Callable[[Path, dict[str, Any]], None] | None = None):
+                 check: Callable[[Path, dict[str, Any]], None] | None = None, payload: Payload | None = None):
         self.root = Path(run_dir) / "checkpoints"
+        self.payload = payload or DCPPayload()
+        self.required_files = self.payload.required_files  # what a complete checkpoint's manifest must list
         self.check = check  # the engine's "can I resume this?" (UserError: a config mismatch, not damage)
         self.keep = keep
         self.fault_hook = fault_hook or (lambda where, step: None)
         self.say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.loaded_from: Path | None = None
         self.async_save = async_save
-        # Background writes run their collectives on a group of their own, never interleaved with training's.
-        self._async_group = dist.new_group(backend="gloo") if async_save and _distributed() else None
-        # One stager for the run: it keeps its staging buffers between saves (save() waits for the previous write
-        # first, so a buffer is never refilled while being written); 2-3x shorter stalls than fresh buffers here.
-        self._stager = DefaultStager(StagingOptions(use_pinned_memory=torch.cuda.is_available(),
-                                                    use_shared_memory=False, use_async_staging=False,
-                                                    use_non_blocking_copy=False))
+        if async_save:
+            self.payload.enable_async()
         self._pending: tuple[int, Future, list[Any]] | None = None  # (step, write future, [commit error])
 
     # ----------------------------------------------------------------------------------------------------- reading
@@ -188,7 +142,7 @@ class CheckpointManager:
         if not tried:
             raise UserError(f"{self.root}: no checkpoint found")
         for i, cand in enumerate(tried):
-            problem = _agree(self._verify(cand))
+            problem = agree(self._verify(cand))
             state = None
             if problem is None:
                 try:
@@ -196,9 +150,9 @@ class CheckpointManager:
                 except UserError as e:  # the engine cannot resume this checkpoint: a config mismatch, no fallback
                     problem = ("incompatible", str(e))
                 except (CheckpointException, Exception) as e:  # noqa: BLE001 - anything read from disk may be bad
-                    kind, msg = _reason(e)
+                    kind, msg = reason(e)
                     problem = (kind, msg if kind == "unsafe" else f"{cand}: loading failed: {msg}")
-                problem = _agree(problem)
+                problem = agree(problem)
             if problem is None:
                 self.loaded_from = cand
                 return state
@@ -206,7 +160,7 @@ class CheckpointManager:
             if kind in ("unsafe", "incompatible"):
                 raise UserError(msg)
             rest = tried[i + 1:]
-            if _rank() == 0:
+            if rank() == 0:
                 self.say(f"warning: checkpoint {cand.name} unusable: {msg}" +
                          (f"; trying {rest[0].name}" if rest else ""))
         raise UserError(f"{self.root}: no checkpoint verifies and loads (tried {', '.join(p.name for p in tried)}); "
@@ -216,7 +170,7 @@ class CheckpointManager:
         if not path.is_dir():
             return "damaged", f"{path}: not a directory"
         try:
-            msg = manifest.verify(path, _rank(), _world(), self.required_files)
+            msg = manifest.verify(path, rank(), world(), self.required_files)
         except OSError as e:  # unreadable file, I/O error
             msg = f"{path}: {type(e).__name__}: {e}"
         return ("damaged", msg) if msg else None
@@ -230,32 +184,11 @@ class CheckpointManager:
             raise ValueError(f"{path / 'trainer_state.json'}: expected a JSON object with an integer 'step'")
         if self.check is not None and optimizer is not None:
             self.check(path, trainer_state)
-        self._read_payload(path, model, optimizer)
-        rng_file = path / f"rng_rank{_rank():05d}.pt"
+        self.payload.read(path, model, optimizer)
+        rng_file = path / f"rng_rank{rank():05d}.pt"
         if rng_file.is_file():
             trainer_state["rng"] = torch.load(rng_file, weights_only=True)
         return trainer_state
-
-    # Model + optimizer payload: DCP here; another engine (DeepSpeed) overrides these two and keeps the rest
-    # (verification, fallback, tmp dir -> manifest -> rename -> atomic `latest` -> prune).
-    def _read_payload(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
-        opts = StateDictOptions(strict=True)
-        reader, planner = SafeFileSystemReader(str(path)).check(), SafeLoadPlanner()
-        if optimizer is None:  # inference: the model part of the checkpoint only
-            state = {"model": get_model_state_dict(model, options=opts)}
-            dcp.load(state, storage_reader=reader, planner=planner)
-            set_model_state_dict(model, state["model"], options=opts)
-        else:
-            model_sd, optim_sd = get_state_dict(model, optimizer, options=opts)
-            state = {"model": model_sd, "optim": optim_sd}
-            dcp.load(state, storage_reader=reader, planner=planner)
-            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
-                           options=opts)
-
-    def _write_payload(self, tmp: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                       trainer_state: dict[str, Any]) -> None:
-        model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, storage_writer=_HashingWriter(tmp, step, self.fault_hook))
 
     # ----------------------------------------------------------------------------------------------------- writing
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -264,33 +197,29 @@ class CheckpointManager:
         self.wait()  # at most one write in flight
         name = f"step_{step:07d}"
         tmp = self.root / f"{name}.tmp"
-        if _rank() == 0:
+        if rank() == 0:
             self.root.mkdir(parents=True, exist_ok=True)
             if tmp.exists():
                 shutil.rmtree(tmp)
-        _barrier()
+        barrier()
         problem = None
         try:  # small per-rank files first; every rank must know they worked before DCP's collectives start
             tmp.mkdir(parents=True, exist_ok=True)
-            torch.save(rng_state(), tmp / f"rng_rank{_rank():05d}.pt")
-            if _rank() == 0:
+            torch.save(rng_state(), tmp / f"rng_rank{rank():05d}.pt")
+            if rank() == 0:
                 (tmp / "trainer_state.json").write_text(json.dumps({**trainer_state, "step": step}, indent=1))
         except (OSError, RuntimeError) as e:
-            problem = _reason(e, self.root)
-        self._raise_if(_agree(problem), step, tmp)
+            problem = reason(e, self.root)
+        self._raise_if(agree(problem), step, tmp)
         if self.async_save:
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            fut = dcp.async_save({"model": model_sd, "optim": optim_sd},
-                                 storage_writer=_HashingWriter(tmp, step, self.fault_hook),
-                                 process_group=self._async_group, async_stager=self._stager)
-            self._pending = (step, fut, [])
+            self._pending = (step, self.payload.write_async(tmp, step, model, optimizer, self.fault_hook), [])
             return self.root / name
         try:
-            self._write_payload(tmp, step, model, optimizer, trainer_state)
+            self.payload.write(tmp, step, model, optimizer, trainer_state, self.fault_hook)
         except (CheckpointException, OSError, RuntimeError) as e:
-            problem = _reason(e, self.root)
-        self._raise_if(_agree(problem), step, tmp)
-        self._raise_if(_agree(self._commit(step) if _rank() == 0 else None), step, tmp)
+            problem = reason(e, self.root)
+        self._raise_if(agree(problem), step, tmp)
+        self._raise_if(agree(self._commit(step) if rank() == 0 else None), step, tmp)
         return self.root / name
 
     def committed(self, step: int) -> bool:
@@ -302,7 +231,7 @@ class CheckpointManager:
     def poll(self) -> None:
         """At a step boundary: rank 0 commits a finished background write (no collective: rank 0's DCP future is
         done only after every rank's shards are written). Failures surface in wait(), on every rank together."""
-        if self._pending and _rank() == 0 and self._pending[1].done() and not self._pending[2]:
+        if self._pending and rank() == 0 and self._pending[1].done() and not self._pending[2]:
             step, fut, errors = self._pending
             if fut.exception() is None:
                 errors.append(self._commit(step) or ("committed", ""))
@@ -317,13 +246,13 @@ class CheckpointManager:
         try:
             fut.result()
         except (CheckpointException, OSError, RuntimeError) as e:
-            problem = _reason(e, self.root)
-        problem = _agree(problem)
+            problem = reason(e, self.root)
+        problem = agree(problem)
         tmp = self.root / f"step_{step:07d}.tmp"
         self._raise_if(problem, step, tmp)
-        if _rank() == 0 and not errors:
+        if rank() == 0 and not errors:
             errors.append(self._commit(step) or ("committed", ""))
-        self._raise_if(_agree(errors[0] if errors and errors[0][0] != "committed" else None), step, tmp)
+        self._raise_if(agree(errors[0] if errors and errors[0][0] != "committed" else None), step, tmp)
 
     def _commit(self, step: int) -> tuple[str, str] | None:
         """Rank 0: manifest, rename into place, move `latest`, prune. A problem instead of an exception."""
@@ -334,11 +263,9 @@ class CheckpointManager:
             if final.exists():  # re-saving the same step (e.g. final == last interval checkpoint)
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            pointer_tmp = self.root / "latest.tmp"
-            pointer_tmp.write_text(name + "\n")
-            os.replace(pointer_tmp, self.root / "latest")
+            atomic_write(self.root / "latest", name + "\n")
         except OSError as e:
-            return _reason(e, self.root)
+            return reason(e, self.root)
         if self.async_save:
             self.say(f"checkpoint step {step} written in the background, committed -> {final}")
         self._prune(keep_name=name)
@@ -348,7 +275,7 @@ class CheckpointManager:
         """A failed save: rank 0 removes the partial directory; every rank stops with the same one line."""
         if problem is None:
             return
-        if _rank() == 0:
+        if rank() == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             (self.root / "latest.tmp").unlink(missing_ok=True)
         latest = self.latest_dir()

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from mythos.config import Config
 from mythos.data import build_loader
-from mythos.parallel.env import DistEnv, all_reduce_sum
+from mythos.parallel.env import DistEnv
+from mythos.parallel.ranks import all_reduce_sum
 
 
 @dataclass

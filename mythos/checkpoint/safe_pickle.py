@@ -27,7 +27,7 @@ METADATA_FILE = ".metadata"
 try:  # two private names DCP's metadata pickles refer to; pinned to torch 2.13 (tests/train/test_checkpoint_integrity)
     _STORAGE_INFO, _GET_LAYOUT = dcp_fs._StorageInfo, torch.serialization._get_layout
 except AttributeError as e:
-    raise ImportError(f"mythos.train.safe_pickle is written for torch 2.13's DCP metadata types; torch "
+    raise ImportError(f"mythos.checkpoint.safe_pickle is written for torch 2.13's DCP metadata types; torch "
                       f"{torch.__version__} lacks one ({e})") from None
 
 

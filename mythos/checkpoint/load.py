@@ -1,4 +1,4 @@
-"""Load a trained model for inference from a run directory (latest checkpoint) or a `mythos-export` file."""
+"""Read a run for inference: load a trained model from a run directory (latest checkpoint) or a `mythos-export` file."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,13 +8,16 @@ from pathlib import Path
 
 import torch
 
+from mythos.checkpoint.deepspeed import DeepSpeedWeightsPayload
+from mythos.checkpoint.manager import CheckpointManager
 from mythos.config import apply_dict, build_config, load_toml
+from mythos.data.atomic import atomic_path
 from mythos.data.loader import parse_spec
 from mythos.data.tokenizer import tokenizer_in
 from mythos.data.tokenizer_hf import CONFIG
 from mythos.errors import UserError
 from mythos.model import ModelConfig, Mythos
-from mythos.train.checkpoint import CheckpointManager
+from mythos.perms import apply_umask
 
 EXPORT_FORMAT = "mythos-export-v1"
 TOKENIZER_KEY = "__tokenizer_model__"
@@ -33,11 +36,9 @@ def load_run_state(run_dir: str | Path):
         raise UserError(f"{run}: not a run directory (no config.toml)")
     cfg = build_config(load_toml(run / "config.toml"))
     model = Mythos(cfg.model)
-    if cfg.parallel.backend == "deepspeed":
-        from mythos.train.engine_deepspeed import DeepSpeedWeights as Checkpoints
-    else:
-        Checkpoints = CheckpointManager
-    state = Checkpoints(run, keep=1).load(model, optimizer=None)  # newest that verifies and loads; refuses hostile
+    payload = DeepSpeedWeightsPayload() if cfg.parallel.backend == "deepspeed" else None  # None: DCP
+    state = CheckpointManager(run, keep=1, payload=payload).load(model, optimizer=None)  # newest that verifies and
+    # loads; refuses hostile files
     model.eval()
     tok = tokenizer_in(parse_spec(cfg.data.path)[0][0])
     return model, cfg, tok, state if isinstance(state, dict) else {}
@@ -56,11 +57,9 @@ def export(run_dir: str | Path, out: str | Path) -> Path:
             "model_name": cfg.model_name}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    from mythos.perms import apply_umask
-    apply_umask(tmp)  # safetensors writes 0600: colleagues on a shared filesystem could not read it
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+        apply_umask(tmp)  # safetensors writes 0600: colleagues on a shared filesystem could not read it
     return out
 
 

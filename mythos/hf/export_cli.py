@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--format hf needs the optional extra: pip install -e '.[hf]' ({e})") from None
         print(f"wrote {export_hf(args.run, args.out, max_shard_size=args.max_shard_size, overwrite=args.overwrite)}")
         return 0
-    from mythos.evals.load import export
+    from mythos.checkpoint.load import export
     print(f"wrote {export(args.run, args.out)}")
     return 0
 

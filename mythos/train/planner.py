@@ -2,7 +2,8 @@
 
 torch's fake process group (`init_process_group("fake", ...)`: collectives return at once) stands in for the cluster
 and FakeTensorMode for the tensors (shapes, dtypes and devices, no storage), as torchtitan's memory estimator does.
-One training step (the configured micro-batches, forward + backward, an AdamW step) is then run for rank `rank`:
+One training step through the trainer's engine (`forward_backward` per micro-batch, `optim_step`) is then run for
+rank `rank`:
 
 * state bytes: `accounting.state_bytes` on the sharded model and optimizer (the same function a real run uses);
 * collectives: `accounting.CollectiveCounter` (torch's CommDebugMode) per kind and mesh dim, the same counter a real
@@ -18,7 +19,24 @@ import dataclasses
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.distributed._tools.mem_tracker import MemTracker
+
+from mythos.model import Mythos
+from mythos.parallel import ranks
+from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
+from mythos.parallel.env import DistEnv
+from mythos.parallel.mesh import build_mesh, mesh_shape
+from mythos.train.batch import split_batch
+from mythos.train.engine import FSDPEngine, MicroBatch
+
+# torch.distributed registers its "fake" backend only when this testing module is imported (torch 2.13 has no public
+# equivalent); the store is the public HashStore, which torch documents as usable in place of its FakeStore.
+try:
+    import torch.testing._internal.distributed.fake_pg  # noqa: F401
+except ImportError as e:  # pragma: no cover - a torch without it
+    raise ImportError(f"torch {torch.__version__}: torch.testing._internal.distributed.fake_pg not found (mythos-plan "
+                      f"is tested with torch 2.13): install that version") from e
 
 
 @dataclasses.dataclass
@@ -32,7 +50,6 @@ class Shape:
 
 def step_shape(cfg, world: int, micro_batch: int | None = None) -> Shape:
     """The step the trainer would run: its batch split (mythos/train/batch.py, the rule the engines use)."""
-    from mythos.train.batch import split_batch
     t = cfg.train
     split = split_batch(t.global_batch, world, micro_batch or t.micro_batch)
     loops = cfg.model.loops.train_count if cfg.model.mode != "dense" else None
@@ -41,83 +58,67 @@ def step_shape(cfg, world: int, micro_batch: int | None = None) -> Shape:
 
 @contextlib.contextmanager
 def fake_process_group(world: int, rank: int):
-    """torch's fake process group (a testing utility of torch; nothing is sent)."""
+    """torch's fake process group (nothing is sent)."""
     if world == 1:
         yield
         return
-    from torch.testing._internal.distributed.fake_pg import FakeStore
-    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=world)
+    dist.init_process_group("fake", store=dist.HashStore(), rank=rank, world_size=world)
     try:
         yield
     finally:
         dist.destroy_process_group()
 
 
-def _build(cfg, mesh, ac: str, fake_mode):
-    """The model's tensors are fake; parallelize runs outside the mode (its meshes hold real rank tensors)."""
-    from mythos.model import Mythos
-    from mythos.parallel.parallelize import parallelize
-    from mythos.train.optim import build_optimizer
+def _engine(cfg, mesh, ac: str, fake_mode) -> FSDPEngine:
+    """The trainer's engine over a fake model; parallelize runs outside the mode (its meshes hold real rank
+    tensors)."""
     with fake_mode:
         model = Mythos(cfg.model)
-    model = parallelize(model, mesh, dataclasses.replace(cfg.parallel, ac=ac, compile=False), device="cpu")
-    return model, build_optimizer(model, cfg.train)
+    cfg = dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, ac=ac, compile=False))
+    env = DistEnv(ranks.rank(), ranks.world(), 0, torch.device("cpu"))
+    return FSDPEngine(model, cfg, env, None, mesh=mesh, fake=True)
 
 
-def _step(model, shape: Shape, vocab: int, bf16: bool, counter=None, tracker=None):
-    """The step's micro-batches. Micro-batches between the first and the last do the same work, so only one of them
-    runs and its collectives are counted n_micro - 2 times."""
-    from mythos.parallel.parallelize import expert_grad_sync
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+def _step(engine: FSDPEngine, shape: Shape, vocab: int, counter=None, tracker=None) -> None:
+    """The step's micro-batches through the engine. Micro-batches between the first and the last do the same work,
+    so only one of them runs and its collectives are counted n_micro - 2 times."""
     n = shape.n_micro
     for m, repeats in ((0, 1), (1, n - 2), (n - 1, 1)) if n > 3 else ((m, 1) for m in range(n)):
         tokens = torch.randint(0, vocab, (shape.micro_batch, shape.seq_len + 1))
-        expert_grad_sync(model, m == n - 1)
         before = counter.snapshot() if counter is not None else None
         with counter or contextlib.nullcontext(), tracker or contextlib.nullcontext():
-            with autocast:
-                out = model(tokens[:, :-1], n_loops=shape.loops)
-                ce = F.cross_entropy(out.logits_BTV.float().flatten(0, 1), tokens[:, 1:].flatten())
-            ((ce + out.aux_loss) / n).backward()
+            engine.forward_backward(MicroBatch(tokens[:, :-1], tokens[:, 1:], shape.loops, last=m == n - 1))
         if counter is not None and repeats != 1:
             counter.repeat_since(before, repeats)
 
 
 def _step_peak(cfg, mesh, shape: Shape, ac: str, fake_mode) -> int:
     """Peak bytes over forward + backward above the sharded parameters (MemTracker, one micro-batch)."""
-    from torch.distributed._tools.mem_tracker import MemTracker
-
-    from mythos.parallel.accounting import state_bytes
-    model, _ = _build(cfg, mesh, ac, fake_mode)
+    engine = _engine(cfg, mesh, ac, fake_mode)
     tracker = MemTracker()
-    tracker.track_external(model)
+    tracker.track_external(engine.model)
     one = dataclasses.replace(shape, n_micro=1)
     with fake_mode:
-        _step(model, one, cfg.model.vocab_size, cfg.train.dtype == "bf16", tracker=tracker)
+        _step(engine, one, cfg.model.vocab_size, tracker=tracker)
     peak = sum(v for dev in tracker.get_tracker_snapshot("peak").values() for k, v in dev.items()
                if str(k).endswith("Total"))
-    params = sum(v for k, v in state_bytes(model).items() if k.startswith("params"))
+    params = sum(v for k, v in state_bytes(engine.model).items() if k.startswith("params"))
     return int(peak - params)
 
 
 def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memory: bool = True) -> dict:
     """Per-rank bytes and collectives of one training step of `cfg` at `world` ranks (see the module docstring)."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
-    from mythos.parallel.env import DistEnv
-    from mythos.parallel.mesh import build_mesh
     shape = step_shape(cfg, world, micro_batch)
     with fake_process_group(world, rank):
         mesh = build_mesh(DistEnv(rank, world, 0, torch.device("cpu")), cfg.parallel)
         counter = CollectiveCounter(mesh_dim_groups(mesh) if mesh is not None else None)
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
-        model, opt = _build(cfg, mesh, cfg.parallel.ac, fake_mode)
+        engine = _engine(cfg, mesh, cfg.parallel.ac, fake_mode)
         with fake_mode:
-            _step(model, shape, cfg.model.vocab_size, cfg.train.dtype == "bf16", counter=counter)
-            opt.step()
-        state = state_bytes(model, opt)
-        del model, opt
+            _step(engine, shape, cfg.model.vocab_size, counter=counter)
+            engine.optim_step()
+        state = state_bytes(engine.model, engine.optimizer)
+        del engine
         peaks = {}
         if memory:
             for ac in dict.fromkeys((cfg.parallel.ac, "none")):
@@ -127,6 +128,5 @@ def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memo
 
 
 def _mesh_desc(cfg, world: int) -> dict:
-    from mythos.parallel.mesh import mesh_shape
     dp_shard, ep = mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
     return {"dp_shard": dp_shard, "ep": ep}

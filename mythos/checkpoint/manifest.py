@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from mythos.data.atomic import atomic_write
+
 MANIFEST = "manifest.json"
 FORMAT = "mythos-checkpoint-manifest-v1"
 HASH = "sha256"
@@ -24,12 +26,7 @@ def file_entry(path: Path) -> dict:
 
 
 def _write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=1, sort_keys=True), fsync=True)
 
 
 def rank_hashes_file(ckpt_dir: Path, rank: int) -> Path:
