@@ -60,7 +60,8 @@ def _build(cfg, mesh, ac: str, fake_mode):
     from mythos.train.optim import build_optimizer
     with fake_mode:
         model = Mythos(cfg.model)
-    model = parallelize(model, mesh, dataclasses.replace(cfg.parallel, ac=ac, compile=False), device="cpu")
+    model = parallelize(model, mesh, dataclasses.replace(cfg.parallel, ac=ac, compile=False), device="cpu",
+                        dtype=cfg.train.dtype)
     return model, build_optimizer(model, cfg.train)
 
 

@@ -146,7 +146,8 @@ class FSDPEngine(Engine):
 
     def __init__(self, model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: Path) -> None:
         super().__init__(cfg, env)
-        self.model = parallelize(model, build_mesh(env, cfg.parallel), cfg.parallel, device=env.device)
+        self.model = parallelize(model, build_mesh(env, cfg.parallel), cfg.parallel, device=env.device,
+                                 dtype=cfg.train.dtype)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.scheduler = build_scheduler(self.optimizer, cfg.train)
         self.ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, fault_hook=faults.hook,

@@ -88,7 +88,7 @@ def generated_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, An
         "gradient_accumulation_steps": n_micro,
         "gradient_clipping": max(0.0, t.grad_clip),  # DeepSpeed's default is 1.0: always set it from ours
         "zero_optimization": zero,
-        "bf16": {"enabled": p.mixed_precision == "bf16", "check_grad_overflow": True},  # skip non-finite steps
+        "bf16": {"enabled": t.dtype == "bf16", "check_grad_overflow": True},  # skip non-finite steps
         "fp16": {"enabled": False},
         "zero_allow_untested_optimizer": True,  # our torch AdamW as the client optimizer
         "zero_force_ds_cpu_optimizer": False,  # ... also with optimizer offload (no DeepSpeedCPUAdam build)
