@@ -24,7 +24,8 @@ MAX_LEAD_S, MIN_LEAD_S = 300, 15
 DEFAULT_TIME_MIN = 24 * 60
 TRAIN_EPILOG = """\
 config overrides: any key of the config, as for mythos-train: --train.steps 1000 --model.name small
-  --data.path data/code --run.dir runs/x (checked here, then passed to every task).
+  --data.path data/code --run.dir runs/x (checked here, then passed to every task); mythos-train --help lists
+  every key with its meaning and default.
 sharded prep on the cluster: mythos-submit prep SOURCE... --out DIR --array N [mythos-prep options]
   [--partition P --time MIN ...] (see mythos-submit prep --help).
 --dry-run prints the sbatch script without SLURM; checks it could not make are listed on stderr."""

@@ -151,8 +151,7 @@ class Config:
                             f"got {p.zero_stage}")
 
 
-
-# ---- reading: TOML and overrides -> `--key=value` tokens -> tyro ------------------------------------------------------
+# ---- reading: TOML and overrides -> `--key=value` tokens -> tyro -----------------------------------------------------
 REMOVED_KEYS = {"parallel.mixed_precision": "train.dtype"}  # a key that is gone -> the one that does its job now
 _REGISTRY = tyro.constructors.ConstructorRegistry()
 
