@@ -36,8 +36,8 @@ def run(name: str, compiled: bool, steps: int, batch: int, seq_len: int) -> dict
     torch.manual_seed(0)
     with meta_device():
         model = Mythos(cfg)
-    model = parallelize(model, None, ParallelConfig(ac="none", compile=compiled, mixed_precision="bf16"),
-                        device=torch.device("cuda"))
+    model = parallelize(model, None, ParallelConfig(ac="none", compile=compiled), device=torch.device("cuda"),
+                        dtype="bf16")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     loops = cfg.loops.train_count if cfg.mode != "dense" else None
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq_len + 1), device="cuda")

@@ -25,7 +25,8 @@ from mythos.train.batch import batch_split
 
 TRAIN_EPILOG = """\
 config overrides: any key of the config, as for mythos-train: --train.steps 1000 --model.name small
-  --data.path data/code --run.dir runs/x (checked here, then passed to every task).
+  --data.path data/code --run.dir runs/x (checked here, then passed to every task); mythos-train --help lists
+  every key with its meaning and default.
 sharded prep on the cluster: mythos-submit prep SOURCE... --out DIR --array N [mythos-prep options]
   [--partition P --time MIN ...] (see mythos-submit prep --help).
 --dry-run prints the sbatch script without SLURM; checks it could not make are listed on stderr."""

@@ -1,15 +1,17 @@
 """ModelConfig: one nested dataclass of plain fields, so the trainer's TOML / `--model.moe.n_routed 16` overrides can
 set any of them generically, plus the registry of named configs.
 
-Fields use plain types only (int/float/str/bool, nested dataclasses). `0` means "derive" where a comment says so.
-`validate()` raises UserError naming the bad key (`model.moe.top_k`); the trainer calls it after overrides.
+Fields use plain types only (int/float/str/bool, Literal choices, nested dataclasses); each field's comment is its
+`mythos-train --help` text. `0` means "derive" where a comment says so. `validate()` raises UserError naming the bad
+key (`model.moe.top_k`); the trainer calls it after overrides.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Literal
 
 from mythos.errors import UserError
 
@@ -18,13 +20,13 @@ from mythos.errors import UserError
 class LoopConfig:
     """How many times the shared block runs. Training draws a count per step (same on every rank, see LoopSampler)."""
 
-    distribution: str = "poisson"  # fixed | poisson
+    distribution: Literal["fixed", "poisson"] = "poisson"  # how training draws the loop count of each step
     mean: float = 4.0  # poisson mean; for `fixed`, the count itself (an integer)
     min: int = 1  # poisson draws are clamped to [min, max]
     max: int = 8  # also the number of per-loop LoRA scales (later loops reuse the last one)
     backprop_k: int = 2  # gradients flow through only the last k loops; 0 = all loops
     inference: int = 4  # default count in eval mode (and n_loops=None)
-    state_init: str = "zero"  # zero | embed: h_0 = 0 or h_0 = e (prelude output)
+    state_init: Literal["zero", "embed"] = "zero"  # h_0 = 0 (zero) or h_0 = e, the prelude output (embed)
 
     @property
     def train_count(self) -> int:
@@ -35,63 +37,75 @@ class LoopConfig:
 
 @dataclass
 class AttentionConfig:
-    kind: str = "mla"  # mla | gqa
-    position: str = "rope"  # rope | none: "none" attends with no position signal (causal mask only, as in Fan et al.)
-    rope_theta: float = 10000.0
-    # gqa
-    n_kv_heads: int = 0  # 0 = n_heads (plain multi-head)
-    head_dim: int = 0  # 0 = dim // n_heads
+    """Attention of every block: MLA (DeepSeek-V2, compressed KV cache) or GQA."""
+
+    kind: Literal["mla", "gqa"] = "mla"  # multi-head latent attention, or grouped-query attention
+    # rope, or none: attend with no position signal (causal mask only, as in Fan et al.)
+    position: Literal["rope", "none"] = "rope"
+    rope_theta: float = 10000.0  # RoPE base frequency
+    n_kv_heads: int = 0  # gqa: key/value heads; 0 = n_heads (plain multi-head)
+    head_dim: int = 0  # gqa: dims per head; 0 = dim // n_heads
     # mla (DeepSeek-V2): the cache holds only c_kv (kv_lora_rank) and one shared RoPE key (rope_dim) per token
-    q_lora_rank: int = 0  # 0 = no query compression
-    kv_lora_rank: int = 128
-    nope_dim: int = 32  # per-head q/k dims without RoPE
-    rope_dim: int = 16  # per-head q RoPE dims = the shared key's dims
-    v_head_dim: int = 32
+    q_lora_rank: int = 0  # mla: rank of the query compression; 0 = no query compression
+    kv_lora_rank: int = 128  # mla: dims of the compressed key/value latent c_kv (what the cache holds)
+    nope_dim: int = 32  # mla: per-head q/k dims without RoPE
+    rope_dim: int = 16  # mla: per-head q RoPE dims = the shared key's dims
+    v_head_dim: int = 32  # mla: per-head value dims
 
 
 @dataclass
 class MoEConfig:
-    n_routed: int = 8
-    top_k: int = 2
+    """The looped block's feed-forward: DeepSeekMoE routed experts plus always-on shared experts."""
+
+    n_routed: int = 8  # routed experts
+    top_k: int = 2  # routed experts per token
     expert_dim: int = 512  # hidden dim of one routed expert (SwiGLU)
     n_shared: int = 1  # always-on shared experts, fused into one SwiGLU of n_shared * shared_dim
     shared_dim: int = 0  # 0 = expert_dim
-    score: str = "sigmoid"  # sigmoid | softmax
+    score: Literal["sigmoid", "softmax"] = "sigmoid"  # router score function
     norm_topk: bool = True  # renormalise the k gates to sum 1
-    route_scale: float = 1.0
+    route_scale: float = 1.0  # multiplier of the routed experts' gates
     bias_update_rate: float = 1e-3  # aux-loss-free balancing step (bias += rate * sign(mean - load))
 
 
 @dataclass
 class InjectionConfig:
-    kind: str = "parcae"  # parcae | openmythos | unconstrained (A full, unbounded: stability control only)
+    """How the prelude output e re-enters the loop state each iteration (u = a * h + dt * B e)."""
+
+    # parcae: stable by construction (a in (0, 1)); openmythos: its scalar dt and vector B; unconstrained: A full and
+    # unbounded (a stability control only)
+    kind: Literal["parcae", "openmythos", "unconstrained"] = "parcae"
     a_init: float = 0.5  # initial per-channel decay a (parcae: A_log chosen so a = a_init at dt init)
     dt_init: float = 1.0  # initial softplus(dt)
 
 
 @dataclass
 class ACTConfig:
-    enabled: bool = False
-    ponder_weight: float = 1e-3
-    threshold: float = 0.99
+    """Adaptive computation time: a per-position halting probability, with a ponder cost in the loss."""
+
+    enabled: bool = False  # learn when to stop looping (training still runs every loop on every rank)
+    ponder_weight: float = 1e-3  # weight of the ponder cost in the loss
+    threshold: float = 0.99  # cumulative halting probability at which a position halts
 
 
 @dataclass
 class ModelConfig:
-    mode: str = "rdt"  # rdt | dense
-    vocab_size: int = 4096
-    dim: int = 256
-    n_heads: int = 4
+    """The model: a looped (rdt) or plain (dense) Transformer; `model.name` picks the defaults these override."""
+
+    mode: Literal["rdt", "dense"] = "rdt"  # rdt: prelude, looped block, coda; dense: a plain Transformer
+    vocab_size: int = 4096  # token ids; must cover the tokenizer's vocabulary
+    dim: int = 256  # model width
+    n_heads: int = 4  # attention heads
     n_prelude: int = 1  # rdt: dense blocks before the loop
     n_coda: int = 1  # rdt: dense blocks after the loop
     n_layers: int = 4  # dense mode: L unique dense blocks (prelude/coda/loop ignored)
     ffn_dim: int = 0  # SwiGLU hidden dim of dense blocks; 0 = 8/3 * dim rounded up to 64
     lora_rank: int = 8  # depth-wise LoRA on the looped block's output; 0 = off
     loop_embedding: bool = True  # sinusoidal loop-index signal added before the looped block
-    tie_embeddings: bool = True
-    dropout: float = 0.0
-    norm_eps: float = 1e-6
-    init_std: float = 0.02
+    tie_embeddings: bool = True  # the output head shares the token embedding matrix
+    dropout: float = 0.0  # dropout probability after embeddings and in each block
+    norm_eps: float = 1e-6  # RMSNorm epsilon
+    init_std: float = 0.02  # std of the normal init of matrices (output projections scaled down by depth)
     loops: LoopConfig = field(default_factory=LoopConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     moe: MoEConfig = field(default_factory=MoEConfig)
@@ -136,15 +150,11 @@ class ModelConfig:
         def bad(key: str, msg: str) -> None:
             raise UserError(f"config key 'model.{key}': {msg}")
 
-        def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-            if value not in allowed:
-                bad(key, f"expected one of {'|'.join(allowed)}, got {value!r}")
-
         def positive(key: str, value: float, allow_zero: bool = False) -> None:
             if not (value >= 0 if allow_zero else value > 0):
                 bad(key, f"expected {'>= 0' if allow_zero else 'a positive value'}, got {value}")
 
-        choice("mode", self.mode, ("rdt", "dense"))
+        check_choices(self, "model.")
         for key in ("vocab_size", "dim", "n_heads", "n_layers", "init_std", "norm_eps"):
             positive(key, getattr(self, key))
         for key in ("n_prelude", "n_coda", "ffn_dim", "lora_rank"):
@@ -152,8 +162,6 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", f"expected a value in [0, 1), got {self.dropout}")
         a = self.attention
-        choice("attention.kind", a.kind, ("mla", "gqa"))
-        choice("attention.position", a.position, ("rope", "none"))
         positive("attention.rope_theta", a.rope_theta)
         if a.kind == "gqa":
             positive("attention.n_kv_heads", a.n_kv_heads, allow_zero=True)
@@ -173,8 +181,6 @@ class ModelConfig:
         if self.mode == "dense":
             return self
         lp = self.loops
-        choice("loops.distribution", lp.distribution, ("fixed", "poisson"))
-        choice("loops.state_init", lp.state_init, ("zero", "embed"))
         positive("loops.mean", lp.mean)
         positive("loops.min", lp.min)
         if lp.max < lp.min:
@@ -191,9 +197,7 @@ class ModelConfig:
         positive("moe.bias_update_rate", m.bias_update_rate, allow_zero=True)
         if m.top_k > m.n_routed:
             bad("moe.top_k", f"must be <= moe.n_routed ({m.n_routed}), got {m.top_k}")
-        choice("moe.score", m.score, ("sigmoid", "softmax"))
         inj = self.injection
-        choice("injection.kind", inj.kind, ("parcae", "openmythos", "unconstrained"))
         if not 0.0 < inj.a_init < 1.0:
             bad("injection.a_init", f"expected a value in (0, 1), got {inj.a_init}")
         positive("injection.dt_init", inj.dt_init)
@@ -205,6 +209,19 @@ class ModelConfig:
     def replace(self, **changes) -> "ModelConfig":
         """A copy with top-level fields changed (nested ones: pass a whole sub-dataclass)."""
         return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+def check_choices(obj, prefix: str) -> None:
+    """Every Literal-typed field of a config dataclass (nested ones too) holds one of its choices: the parser checks
+    this for TOML and the CLI, this for a config built in Python."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            check_choices(value, f"{prefix}{f.name}.")
+        elif typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            choices = "|".join(str(c) for c in typing.get_args(tp))
+            raise UserError(f"config key '{prefix}{f.name}': expected one of {choices}, got {value!r}")
 
 
 # ---- named configs --------------------------------------------------------------------------------------------------

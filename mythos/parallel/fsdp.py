@@ -40,9 +40,9 @@ def check_torch_version(version: str = torch.__version__) -> None:
                         f"found {version} (run single-process or install a tested torch)")
 
 
-def mp_policy(mixed_precision: str) -> MixedPrecisionPolicy:
-    """bf16: parameters all-gathered and computed in bf16, gradients reduced in fp32."""
-    if mixed_precision == "bf16":
+def mp_policy(dtype: str) -> MixedPrecisionPolicy:
+    """bf16 (train.dtype): parameters all-gathered and computed in bf16, gradients reduced in fp32."""
+    if dtype == "bf16":
         return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     return MixedPrecisionPolicy()
 
@@ -61,10 +61,10 @@ def _expert_placement(dp_shard: int):
     return fn
 
 
-def apply_fsdp(model: nn.Module, mesh: DeviceMesh, units: dict, mixed_precision: str = "fp32") -> nn.Module:
+def apply_fsdp(model: nn.Module, mesh: DeviceMesh, units: dict, dtype: str = "fp32") -> nn.Module:
     """`units` = {"experts": [...], "blocks": [...], "looped": module | None, "looped_experts": set of ids}."""
     check_torch_version()
-    mp = mp_policy(mixed_precision)
+    mp = mp_policy(dtype)
     dp, dp_shard_mesh = dp_mesh(mesh), mesh[DP_SHARD]
     ep = mesh[EP].size()
     for ex in units["experts"]:

@@ -61,9 +61,10 @@ def _autocast_forward(forward, device_type: str):
 
 
 def parallelize(model: nn.Module, mesh: DeviceMesh | None, cfg: "ParallelConfig",
-                device: torch.device | str = "cpu") -> nn.Module:
+                device: torch.device | str = "cpu", dtype: str = "fp32") -> nn.Module:
     """Apply the parallelisms of `cfg` to `model` (in place; returned for chaining). `mesh` comes from
-    `build_mesh(env, cfg)`; None means a single process: AC and compile only, and bf16 as autocast."""
+    `build_mesh(env, cfg)`; None means a single process: AC and compile only. `dtype` (train.dtype) "bf16": FSDP's
+    bf16 parameter policy, or with no mesh bf16 autocast around the forward."""
     plan = model.parallel_plan()
     on_meta = is_meta(model)
     if not on_meta and any(p.device != torch.device(device) for p in model.parameters()):
@@ -74,8 +75,8 @@ def parallelize(model: nn.Module, mesh: DeviceMesh | None, cfg: "ParallelConfig"
     if cfg.compile:
         apply_compile(model, plan)
     if mesh is not None:
-        apply_fsdp(model, mesh, _units(model, plan), cfg.mixed_precision)
-    elif cfg.mixed_precision == "bf16":
+        apply_fsdp(model, mesh, _units(model, plan), dtype)
+    elif dtype == "bf16":
         model.forward = _autocast_forward(model.forward, torch.device(device).type)
     if on_meta:
         materialize(model, device)

@@ -1,11 +1,14 @@
-"""mythos-train --config configs/NAME.toml [--section.key value ...] (alone or under torchrun)."""
+"""mythos-train --config configs/NAME.toml [--section.key value ...] (alone or under torchrun).
+
+Every key below can be set in the TOML file ([train] steps = 500) and overridden here (--train.steps 500), which wins.
+--config FILE with --help shows that file's values as the defaults."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
-from mythos.errors import cli_entry
+from mythos.errors import UserError, cli_entry
 from mythos.train.signals import EXIT_REQUEUE, stop_flag
 
 
@@ -31,11 +34,15 @@ def check_launch(cfg) -> None:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     stop_flag()  # first, before torch is imported: a USR1/USR2/TERM from here on means "checkpoint, exit 75"
-    from mythos.config import load_config, parse_overrides
-    p = argparse.ArgumentParser(prog="mythos-train", description=__doc__,
-                                epilog="Any config key can be overridden: --train.steps 100 --model.name small")
-    p.add_argument("--config", required=True, help="TOML config (see configs/)")
+    from mythos.config import config_help, load_config, parse_overrides
+    p = argparse.ArgumentParser(prog="mythos-train", add_help=False)  # the help lists the config keys (tyro)
+    p.add_argument("--config")
+    p.add_argument("-h", "--help", action="store_true")
     args, rest = p.parse_known_args(argv)
+    if args.help:
+        config_help("mythos-train", __doc__, args.config)
+    if not args.config:
+        raise UserError("--config FILE is required: a TOML config (see configs/); mythos-train --help lists its keys")
     cfg = load_config(args.config, parse_overrides(rest))
     check_launch(cfg)
     from mythos.parallel.env import exit_after_distributed

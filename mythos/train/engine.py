@@ -202,7 +202,8 @@ class FSDPEngine(Engine):
         counts collectives per mesh dim); `fake`: see Engine."""
         super().__init__(cfg, env, fake)
         self.mesh = build_mesh(env, cfg.parallel) if isinstance(mesh, str) else mesh
-        self.model = parallelize(model, self.mesh, cfg.parallel, device=env.device)
+        self.model = parallelize(model, self.mesh, cfg.parallel, device=env.device,
+                                 dtype=cfg.train.dtype)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self._install_bias_hook(self.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg.train)

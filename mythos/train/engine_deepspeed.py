@@ -25,7 +25,6 @@ import torch.distributed as dist
 from mythos.checkpoint import CheckpointManager
 from mythos.checkpoint.deepspeed import DeepSpeedPayload, import_deepspeed
 from mythos.config import Config
-from mythos.config import _merge as deep_merge  # the one dict deep-merge (config overrides use it too)
 from mythos.errors import UserError
 from mythos.parallel import DistEnv, materialize
 from mythos.parallel.activation_checkpoint import apply_activation_checkpointing
@@ -58,13 +57,21 @@ def generated_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, An
         "gradient_accumulation_steps": n_micro,
         "gradient_clipping": max(0.0, t.grad_clip),  # DeepSpeed's default is 1.0: always set it from ours
         "zero_optimization": zero,
-        "bf16": {"enabled": p.mixed_precision == "bf16", "check_grad_overflow": True},  # skip non-finite steps
+        "bf16": {"enabled": t.dtype == "bf16", "check_grad_overflow": True},  # skip non-finite steps
         "fp16": {"enabled": False},
         "zero_allow_untested_optimizer": True,  # our torch AdamW as the client optimizer
         "zero_force_ds_cpu_optimizer": False,  # ... also with optimizer offload (no DeepSpeedCPUAdam build)
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
     }
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    """`extra` over `base`, key by key into nested dicts (the one dict deep-merge: tyro merges the config's)."""
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def resolve_config(cfg: Config, world_size: int, n_micro: int) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         metrics.console(f"checkpoint step {at_step} -> {ckpt.root / f'step_{at_step:07d}'}")
 
     # ---- the loop
-    bf16 = t.dtype == "bf16" or cfg.parallel.mixed_precision == "bf16"
+    bf16 = t.dtype == "bf16"
     flops_peak = peak_flops(env.device, cfg.metrics.peak_tflops, torch.bfloat16 if bf16 else torch.float32)
     tokens_per_step = t.global_batch * t.seq_len
     start_step, t_start, t_last_ckpt = step, time.perf_counter(), time.perf_counter()

@@ -43,9 +43,10 @@ def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: 
                                                        backprop_k=a.backprop_k, inference=a.loops))
     cfg.train = TrainConfig(steps=a.steps, lr=a.lr, weight_decay=0.1, grad_clip=1.0, warmup_steps=0, schedule="wsd",
                             decay_fraction=0.0, global_batch=a.global_batch,
-                            micro_batch=a.micro_batch or a.global_batch // world, seq_len=a.seq_len, device="cpu")
+                            micro_batch=a.micro_batch or a.global_batch // world, seq_len=a.seq_len, device="cpu",
+                            dtype=a.mp)
     cfg.parallel = ParallelConfig(backend=backend, zero_stage=zero_stage or 2, dp_shard=a.dp_shard, ep=a.ep,
-                                  ac=a.ac, compile=a.compile, mixed_precision=a.mp)
+                                  ac=a.ac, compile=a.compile)
     if offload:  # ZeRO-Offload: optimizer state (and with ZeRO-3 the parameters) on the CPU
         cfg.parallel.offload_optimizer = "cpu"
         cfg.parallel.offload_params = "cpu" if zero_stage == 3 else "none"

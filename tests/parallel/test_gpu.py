@@ -67,11 +67,11 @@ def test_fsdp_bf16_policy_on_nccl_gathers_once_per_step(nccl_world, compile_):
 
     mesh = init_device_mesh("cuda", (1, 1), mesh_dim_names=(DP_SHARD, EP))
     _FLAT[id(mesh)] = mesh._flatten(DP)
-    cfg = ParallelConfig(ac="loop", compile=compile_, mixed_precision="bf16")
+    cfg = ParallelConfig(ac="loop", compile=compile_)
     torch.manual_seed(0)
     with meta_device():
         model = Mythos(_tiny())
-    model = parallelize(model, mesh, cfg, device=torch.device("cuda"))
+    model = parallelize(model, mesh, cfg, device=torch.device("cuda"), dtype="bf16")
     tokens = torch.randint(0, 256, (2, 33), device="cuda")
     calls = []
     for loops in (3, 6):

@@ -35,7 +35,7 @@ def test_expert_parallel_with_deepspeed_says_why():
 
 def test_generated_config_follows_ours():
     cfg = _cfg(**{"parallel.backend": "deepspeed", "parallel.zero_stage": 3, "train.grad_clip": 0.5,
-                  "train.global_batch": 16, "train.micro_batch": 2, "parallel.mixed_precision": "bf16",
+                  "train.global_batch": 16, "train.micro_batch": 2, "train.dtype": "bf16",
                   "parallel.offload_optimizer": "cpu", "parallel.offload_params": "cpu"})
     ds = resolve_config(cfg, world_size=2, n_micro=micro_batches(cfg, 2))
     assert ds["gradient_clipping"] == 0.5  # never DeepSpeed's default 1.0
