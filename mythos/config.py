@@ -65,7 +65,8 @@ class CheckpointConfig:
 @dataclass
 class ParallelConfig:
     backend: str = "fsdp"  # fsdp | deepspeed (ZeRO; mythos/train/engine_deepspeed.py)
-    dp_shard: int = -1  # -1: all ranks not used by ep
+    dp_replicate: int = 1  # HSDP: shard groups, each of dp_shard x ep consecutive ranks, replicated (1: plain FSDP)
+    dp_shard: int = -1  # -1: all ranks not used by dp_replicate and ep
     ep: int = 1
     ac: str = "loop"  # none | loop | block | selective
     compile: bool = False
@@ -121,6 +122,8 @@ class Config:
             raise UserError(f"config key 'train.lr': expected a positive value, got {t.lr}")
         if self.parallel.ep < 1:
             raise UserError(f"config key 'parallel.ep': expected >= 1, got {self.parallel.ep}")
+        if self.parallel.dp_replicate < 1:
+            raise UserError(f"config key 'parallel.dp_replicate': expected >= 1, got {self.parallel.dp_replicate}")
         self._validate_deepspeed()
 
     def _validate_deepspeed(self) -> None:
@@ -131,8 +134,13 @@ class Config:
             return
         if p.ep > 1:
             raise UserError(f"config key 'parallel.ep': {p.ep} with parallel.backend = \"deepspeed\" is not "
-                            "supported: ZeRO would average our expert-parallel weights over all ranks (DeepSpeed's "
-                            "expert groups serve only its own MoE layer, which refuses ZeRO-3); use backend fsdp")
+                            "supported: ZeRO would flatten our expert shards (other experts on every rank) with the "
+                            "dense weights and average them over all ranks, and DeepSpeed's expert groups serve only "
+                            "its own MoE layer; use parallel.backend = \"fsdp\" for expert parallelism, or ep = 1 "
+                            "with DeepSpeed (every rank then runs all experts)")
+        if p.dp_replicate > 1:
+            raise UserError(f"config key 'parallel.dp_replicate': {p.dp_replicate} (HSDP) is an FSDP2 layout, not "
+                            "supported with parallel.backend = \"deepspeed\"; set it to 1 or use backend fsdp")
         if self.checkpoint.async_save:
             raise UserError("config key 'checkpoint.async_save': not supported with parallel.backend = \"deepspeed\" "
                             "(DeepSpeed writes its checkpoint synchronously); set it to false or use backend fsdp")

@@ -100,17 +100,22 @@ def _step_peak(cfg, mesh, shape: Shape, ac: str, fake_mode) -> int:
     return int(peak - params)
 
 
-def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memory: bool = True) -> dict:
-    """Per-rank bytes and collectives of one training step of `cfg` at `world` ranks (see the module docstring)."""
+def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memory: bool = True,
+            group_size: int | None = None) -> dict:
+    """Per-rank bytes and collectives of one training step of `cfg` at `world` ranks (see the module docstring).
+    Collective bytes are also split into those sent inside a block of `group_size` consecutive ranks (a node; default
+    the shard group, world / parallel.dp_replicate) and those sent across blocks."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
+    from mythos.parallel.accounting import CollectiveCounter, dim_spans, mesh_dim_groups, split_by_span, state_bytes
     from mythos.parallel.env import DistEnv
     from mythos.parallel.mesh import build_mesh
     shape = step_shape(cfg, world, micro_batch)
     with fake_process_group(world, rank):
         mesh = build_mesh(DistEnv(rank, world, 0, torch.device("cpu")), cfg.parallel)
         counter = CollectiveCounter(mesh_dim_groups(mesh) if mesh is not None else None)
+        group_size = group_size or world // cfg.parallel.dp_replicate
+        spans = dim_spans(mesh, group_size)
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         model, opt = _build(cfg, mesh, cfg.parallel.ac, fake_mode)
         with fake_mode:
@@ -123,10 +128,10 @@ def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memo
             for ac in dict.fromkeys((cfg.parallel.ac, "none")):
                 peaks[ac] = _step_peak(cfg, mesh, shape, ac, fake_mode)
     return {"world": world, "rank": rank, "mesh": _mesh_desc(cfg, world), **dataclasses.asdict(shape),
-            "state_bytes": state, "collectives": counter.table(), "step_peak_bytes": peaks}
+            "state_bytes": state, "collectives": counter.table(), "group_size": group_size, "dim_spans": spans,
+            "collective_bytes": split_by_span(counter.table(), spans), "step_peak_bytes": peaks}
 
 
 def _mesh_desc(cfg, world: int) -> dict:
-    from mythos.parallel.mesh import mesh_shape
-    dp_shard, ep = mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
-    return {"dp_shard": dp_shard, "ep": ep}
+    from mythos.parallel.mesh import mesh_dims
+    return mesh_dims(world, cfg.parallel)

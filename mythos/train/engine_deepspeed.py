@@ -10,6 +10,7 @@ as client state, then the same rename -> atomic `latest` -> prune as the FSDP pa
 reads its files with torch.load(weights_only=False); so before it reads any, every `.pt` file of the checkpoint is
 loaded here with weights_only=True admitting only the three DeepSpeed types its optimizer files hold (DS_SAFE_TYPES):
 a file that asks for anything else is refused with one line, a damaged one falls back to the previous checkpoint.
+At another world size a ZeRO-1/2 checkpoint loads through DeepSpeed's universal checkpoint (deepspeed_universal.py).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from mythos.parallel.meta_init import is_meta
 from mythos.parallel.parallelize import apply_compile
 from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, _agree, _rank, _reason, _world
+from mythos.train.deepspeed_universal import remove_universal, resumes_at_new_world, universal_source, with_universal
 from mythos.train.engine import Engine
 from mythos.train.optim import build_optimizer, build_scheduler
 from mythos.train.safe_pickle import UnsafeCheckpoint
@@ -191,6 +193,7 @@ class DeepSpeedCheckpoints(CheckpointManager):
     """The FSDP path's tmp-dir / rename / `latest` / prune logic, with DeepSpeed's files as the payload."""
 
     required_files = ("trainer_state.json",)  # no DCP .metadata: DeepSpeed's own files are checked by check_files
+    universal = False  # load through DeepSpeed's universal checkpoint (another world size: deepspeed_universal.py)
 
     def __init__(self, run_dir: Path, keep: int, engine, check) -> None:
         super().__init__(run_dir, keep=keep, fault_hook=faults.hook, check=check)
@@ -203,8 +206,11 @@ class DeepSpeedCheckpoints(CheckpointManager):
 
     def _read_payload(self, path: Path, model, optimizer) -> None:
         check_files(path)
-        loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True,
+        load_dir, tag = universal_source(path) if self.universal else (str(path.parent), path.name)
+        loaded, _ = self.engine.load_checkpoint(load_dir, tag=tag, load_module_strict=True,
                                                 load_optimizer_states=True, load_lr_scheduler_states=False)
+        if self.universal:
+            remove_universal(path)
         if loaded is None:  # damage (a fallback), not a config error
             raise FileNotFoundError(f"{path}: no DeepSpeed checkpoint files in it")
 
@@ -224,7 +230,8 @@ class DeepSpeedEngine(Engine):
             apply_compile(model)
         optimizer = build_optimizer(model, cfg.train)
         self.scheduler = build_scheduler(optimizer, cfg.train)  # on the client optimizer's param groups
-        ds_config = resolve_config(cfg, env.world_size, self.n_micro)
+        self.universal = resumes_at_new_world(run_dir, self.backend, cfg.parallel.zero_stage, env.world_size)
+        ds_config = with_universal(resolve_config(cfg, env.world_size, self.n_micro), self.universal)
         if env.rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / CONFIG_NAME).write_text(json.dumps(ds_config, indent=1) + "\n")
@@ -234,6 +241,7 @@ class DeepSpeedEngine(Engine):
         except (AssertionError, ValueError) as e:  # DeepSpeed checks its config with asserts
             raise UserError(f"{run_dir / CONFIG_NAME}: deepspeed.initialize refused it: {e}") from None
         self.ckpt = DeepSpeedCheckpoints(run_dir, cfg.checkpoint.keep, self.model, check=self.check_resume)
+        self.ckpt.universal = self.universal
 
     @property
     def module(self) -> torch.nn.Module:
@@ -246,16 +254,16 @@ class DeepSpeedEngine(Engine):
     def check_resume(self, path: Path, saved: dict[str, Any]) -> None:
         saved = saved.get("engine", {"backend": "fsdp"})
         now = self.engine_state()
-        if saved != now:
-            keys = [k for k in now if saved.get(k) != now.get(k)]
+        keys = [k for k in now if saved.get(k) != now.get(k) and not (k == "world_size" and self.universal)]
+        if keys:
             keys = ["backend"] if "backend" in keys else keys
             diff = ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys)
             need = (f"parallel.backend = \"deepspeed\", parallel.zero_stage = {saved.get('zero_stage')} on "
                     f"{saved.get('world_size')} ranks" if saved.get("backend") == "deepspeed"
                     else f"parallel.backend = \"{saved.get('backend')}\"")
-            raise UserError(f"{path}: cannot resume with {diff}: a DeepSpeed checkpoint resumes only with the backend, "
-                            f"ZeRO stage and world size that wrote it (DeepSpeed's universal checkpoint is not wired "
-                            f"in); resume with {need}")
+            raise UserError(f"{path}: cannot resume with {diff}: a DeepSpeed checkpoint resumes with the backend and "
+                            f"ZeRO stage that wrote it, at another world size only under ZeRO 1/2 (through "
+                            f"DeepSpeed's universal checkpoint); resume with {need}")
 
     def _backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss, scale_wrt_gas=False)  # already divided by the micro-batch count

@@ -18,7 +18,7 @@ from mythos.evals.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, meta_device
 from mythos.train import faults
-from mythos.parallel.mesh import mesh_shape
+from mythos.parallel.mesh import describe_mesh
 from mythos.train.batch import batch_split
 from mythos.train.engine import build_engine
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
@@ -65,7 +65,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     meta = read_metadata(data_dir)
     cfg.model = resolve_model_config(cfg, meta, data_dir)
     split = batch_split(cfg, env.world_size)  # UserError before anything is written
-    dp_shard, ep = mesh_shape(env.world_size, cfg.parallel.dp_shard, cfg.parallel.ep)
+    mesh_desc = describe_mesh(env.world_size, cfg.parallel)
     if env.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.toml")
@@ -96,8 +96,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     if step:
         metrics.console(f"resumed from {ckpt.loaded_from} at step {step}")
     metrics.console(f"model {cfg.model_name}: {stats['total_params'] / 1e6:.2f}M params, "
-                    f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} = dp_shard {dp_shard} "
-                    f"x ep {ep} | batch {split.describe()} | device {env.device}")
+                    f"{stats['active_params'] / 1e6:.2f}M active/token | {mesh_desc} "
+                    f"| batch {split.describe()} | device {env.device}")
 
     def trainer_state() -> dict:
         return {"data": loader.state_dict(), "tokens_seen": tokens_seen,

@@ -18,6 +18,7 @@ def main(argv=None) -> None:
     p.add_argument("--init", choices=("meta", "eager"), default="meta")
     p.add_argument("--ep", type=int, default=1)
     p.add_argument("--dp-shard", type=int, default=-1)
+    p.add_argument("--dp-replicate", type=int, default=1, help="HSDP shard groups")
     p.add_argument("--ac", default="loop")
     p.add_argument("--loops", type=int, default=3)
     p.add_argument("--backprop-k", type=int, default=0)
@@ -34,14 +35,14 @@ def main(argv=None) -> None:
     from mythos.config import ParallelConfig, TrainConfig
     from mythos.model import Mythos
     from mythos.parallel import DistEnv, build_mesh, expert_grad_sync, meta_device, parallelize
-    from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
+    from mythos.parallel.accounting import CollectiveCounter, dim_spans, mesh_dim_groups, state_bytes
     from mythos.parallel.env import exit_after_distributed
     from mythos.train.optim import build_optimizer
     from tests.parallel.dist_run import tiny_model_config
 
     torch.set_num_threads(1)
     env = DistEnv.from_environment("cpu")
-    pcfg = ParallelConfig(dp_shard=a.dp_shard, ep=a.ep, ac=a.ac)
+    pcfg = ParallelConfig(dp_shard=a.dp_shard, ep=a.ep, ac=a.ac, dp_replicate=a.dp_replicate)
     mesh = build_mesh(env, pcfg)
     torch.manual_seed(0)
     with meta_device() if a.init == "meta" else torch.device("cpu"):
@@ -72,6 +73,7 @@ def main(argv=None) -> None:
              for n, w in model.named_parameters() if w.grad is not None} if a.save_grads else {}
     opt.step()
     res = {"grads": grads, "state": state_bytes(model, opt), "comm": counter.table(), "loss": loss_sum,
+           "spans": dim_spans(mesh, env.world_size // a.dp_replicate),
            "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     if env.rank == 0:
         res["weights"] = weights
