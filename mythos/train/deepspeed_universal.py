@@ -8,7 +8,8 @@ at any world size. Here:
     universal = resumes_at_new_world(run_dir, cfg, world)   # before deepspeed.initialize: the newest checkpoint's
     ds_config = with_universal(ds_config, universal)         #   world size differs -> {"checkpoint": {"load_universal"}}
     load_dir, tag = universal_source(step_dir)               # rank 0 converts into checkpoints/step_N.universal.tmp/,
-    engine.load_checkpoint(load_dir, tag, ...)               #   every rank loads it, then it is removed
+    engine.load_checkpoint(load_dir, tag, ...)               #   every rank loads it,
+    finish_universal(step_dir, engine.module, safe_load)     #   buffers restored, the copy removed
 
 The converted copy sits beside the step directory (a step directory holds only what its manifest lists) and ends in
 `.tmp`, so a crash leaves nothing the checkpoint manager would mistake for a checkpoint (it prunes `*.tmp`). Our
@@ -23,8 +24,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import torch
 import torch.distributed as dist
 
 from mythos.errors import UserError
@@ -84,6 +86,7 @@ def convert(step_dir: Path, out_dir: Path) -> None:
                               num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         main(args)
+    (part.parent / "latest_universal").unlink(missing_ok=True)  # its pointer for tag-less loads: we pass the tag
     os.replace(part, out_dir)
 
 
@@ -106,8 +109,20 @@ def universal_source(step_dir: Path) -> tuple[str, str]:
     return str(out_dir.parent), out_dir.name
 
 
-def remove_universal(step_dir: Path) -> None:
-    """After every rank loaded it: the converted copy is derived data."""
+def finish_universal(step_dir: Path, module, load_file: Callable[[Path], Any]) -> None:
+    """After DeepSpeed's universal load: restore the module's buffers (the MoE routing bias), which DeepSpeed 0.19.8
+    does not (it skips `load_module_state_dict` for universal checkpoints and restores only parameters, from
+    zero/), from the step's model-states file read with `load_file` (weights_only); then remove the converted copy
+    once every rank has loaded it."""
+    states = sorted(step_dir.glob("*mp_rank_00_model_states.pt"))
+    if not states:
+        raise FileNotFoundError(f"{step_dir}: no DeepSpeed model-states file (*mp_rank_00_model_states.pt)")
+    saved = load_file(states[0])["module"]
+    with torch.no_grad():
+        for name, buf in module.named_buffers():  # saved under state-dict names: no wrapper prefixes
+            name = name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")
+            if name in saved:
+                buf.copy_(saved[name])
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     if _rank() == 0:

@@ -36,7 +36,7 @@ from mythos.parallel.meta_init import is_meta
 from mythos.parallel.parallelize import apply_compile
 from mythos.train import faults
 from mythos.train.checkpoint import CheckpointManager, _agree, _rank, _reason, _world
-from mythos.train.deepspeed_universal import remove_universal, resumes_at_new_world, universal_source, with_universal
+from mythos.train.deepspeed_universal import finish_universal, resumes_at_new_world, universal_source, with_universal
 from mythos.train.engine import Engine
 from mythos.train.optim import build_optimizer, build_scheduler
 from mythos.train.safe_pickle import UnsafeCheckpoint
@@ -210,7 +210,7 @@ class DeepSpeedCheckpoints(CheckpointManager):
         loaded, _ = self.engine.load_checkpoint(load_dir, tag=tag, load_module_strict=True,
                                                 load_optimizer_states=True, load_lr_scheduler_states=False)
         if self.universal:
-            remove_universal(path)
+            finish_universal(path, self.engine.module, safe_load)
         if loaded is None:  # damage (a fallback), not a config error
             raise FileNotFoundError(f"{path}: no DeepSpeed checkpoint files in it")
 
