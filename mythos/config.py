@@ -82,6 +82,13 @@ class ParallelConfig:
 class MetricsConfig:
     tensorboard: bool = True
     peak_tflops: float = 0.0  # 0: measured matmul throughput on CPU, table value on known GPUs
+    straggler_factor: float = 1.5  # warn when a rank's step time stays >= this x the median (0: off, no step barrier)
+    straggler_intervals: int = 3  # ... for this many log intervals in a row
+
+
+@dataclass
+class ProfileConfig:
+    steps: str = ""  # "A-B": torch.profiler trace of steps A..B on every rank into RUN/profile/ ("": off)
 
 
 @dataclass
@@ -92,6 +99,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     model_name: str = "tiny"
     model: ModelConfig = field(default_factory=lambda: ModelConfig.named("tiny"))
 
@@ -124,6 +132,11 @@ class Config:
             raise UserError(f"config key 'parallel.ep': expected >= 1, got {self.parallel.ep}")
         if self.parallel.dp_replicate < 1:
             raise UserError(f"config key 'parallel.dp_replicate': expected >= 1, got {self.parallel.dp_replicate}")
+        if self.metrics.straggler_factor < 0 or self.metrics.straggler_intervals < 1:
+            raise UserError("config keys 'metrics.straggler_factor' / 'metrics.straggler_intervals': expected >= 0 / "
+                            f">= 1, got {self.metrics.straggler_factor} / {self.metrics.straggler_intervals}")
+        from mythos.train.profile import parse_steps
+        parse_steps(self.profile.steps)
         self._validate_deepspeed()
 
     def _validate_deepspeed(self) -> None:

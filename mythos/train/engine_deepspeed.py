@@ -217,6 +217,7 @@ class DeepSpeedCheckpoints(CheckpointManager):
 
 class DeepSpeedEngine(Engine):
     backend = "deepspeed"
+    universal = False  # this run resumes through DeepSpeed's universal checkpoint (set in __init__)
 
     def __init__(self, model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: Path) -> None:
         super().__init__(cfg, env)

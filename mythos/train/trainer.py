@@ -23,6 +23,7 @@ from mythos.train.batch import batch_split
 from mythos.train.engine import build_engine
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
 from mythos.train.signals import EXIT_REQUEUE, StopFlag, stop_flag
+from mythos.train.step_callbacks import build_step_callbacks
 from mythos.train.watchdog import Watchdog, pg_timeout_s
 
 EXIT_DIVERGED = 3
@@ -116,14 +117,18 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     flops_by_loops: dict[int | None, int] = {}
     model.train()
     watchdog = Watchdog(run_dir, cfg.parallel.collective_timeout_s).start()
+    callbacks = build_step_callbacks(cfg, env, run_dir, model, metrics)  # profiler, straggler report
     while step < t.steps:
         watchdog.beat(step + 1)
         faults.hook("step", step + 1)
         ckpt.poll()
+        for cb in callbacks:
+            cb.on_step_start(step + 1)
         t0 = time.perf_counter()
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
         result = engine.train_step(inputs_BT, targets_BT, loops, step)
+        faults.slow_down(time.perf_counter() - t0)
         ce_mean, ponder, grad_norm, lr, out = result.loss, result.ponder, result.grad_norm, result.lr, result.out
         step += 1
         if result.skipped:
@@ -147,6 +152,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         record = {"step": step, "loss": ce_mean, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
                   "loops": loops if loops is not None else 0, "ponder": ponder,
                   "mfu": mfu, "tokens": tokens_seen, "world_size": env.world_size}
+        for cb in callbacks:
+            record |= cb.on_step_end(step, dt)
         metrics.log_step(record, per_loop_scalars(out) | {"sys/memory_mb": memory_mb(env.device)})
         if step % t.log_interval == 0 or step == t.steps or step == start_step + 1:
             elapsed = time.perf_counter() - t_start

@@ -57,3 +57,31 @@ def test_deepspeed_with_expert_parallelism_is_refused_in_one_line(tmp_path):
     cfg.write_text("[parallel]\nbackend = \"deepspeed\"\nep = 2\n")
     r = run_cli(["mythos.train.cli", "--config", str(cfg)])
     assert r.returncode == 2 and r.stderr == f"error: {msg}\n", r.stderr
+
+
+def test_universal_only_for_zero_1_2_at_another_world_size(tmp_path):
+    """The engine's decision (before deepspeed.initialize) and its resume check."""
+    import torch
+
+    from mythos.config import build_config
+    from mythos.errors import UserError
+    from mythos.parallel import DistEnv
+    from mythos.train.deepspeed_universal import resumes_at_new_world, with_universal
+    from mythos.train.engine_deepspeed import DeepSpeedEngine
+    step = tmp_path / "checkpoints" / "step_0000004"
+    step.mkdir(parents=True)
+    (tmp_path / "checkpoints" / "latest").write_text("step_0000004\n")
+    saved = {"backend": "deepspeed", "zero_stage": 2, "world_size": 2}
+    (step / "trainer_state.json").write_text(json.dumps({"step": 4, "engine": saved}))
+    assert resumes_at_new_world(tmp_path, "deepspeed", 2, 1)
+    assert not resumes_at_new_world(tmp_path, "deepspeed", 2, 2)  # same world: DeepSpeed's own files
+    assert not resumes_at_new_world(tmp_path, "deepspeed", 3, 1)  # another stage: refused by check_resume
+    assert not resumes_at_new_world(tmp_path / "none", "deepspeed", 2, 1)
+    assert with_universal({"a": 1}, True) == {"a": 1, "checkpoint": {"load_universal": True}}
+    ds = object.__new__(DeepSpeedEngine)
+    ds.cfg = build_config({}, {"parallel.backend": "deepspeed", "parallel.zero_stage": "2"})
+    ds.env = DistEnv(0, 1, 0, torch.device("cpu"))
+    with pytest.raises(UserError, match=r"world_size 2 -> 1: .*at another world size only under ZeRO 1/2"):
+        ds.check_resume(step, {"engine": saved})
+    ds.universal = True
+    ds.check_resume(step, {"engine": saved})
