@@ -69,7 +69,8 @@ def build_mesh(env: "DistEnv", cfg: "ParallelConfig") -> DeviceMesh | None:
         mesh = init_device_mesh(kind, (d[DP_SHARD], d[EP]), mesh_dim_names=(DP_SHARD, EP))
         _FLAT[id(mesh)] = mesh._flatten(DP)  # kept: slicing a flattened dim from the root mesh is deprecated
     else:
-        mesh = init_device_mesh(kind, (d[DP_REPLICATE], d[DP_SHARD], d[EP]), mesh_dim_names=(DP_REPLICATE, DP_SHARD, EP))
+        mesh = init_device_mesh(kind, (d[DP_REPLICATE], d[DP_SHARD], d[EP]),
+                                mesh_dim_names=(DP_REPLICATE, DP_SHARD, EP))
         _FLAT[id(mesh)] = init_device_mesh(kind, (d[DP_REPLICATE], d[DP_SHARD] * d[EP]),
                                            mesh_dim_names=(DP_REPLICATE, DP))
     return mesh

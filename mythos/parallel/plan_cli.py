@@ -87,7 +87,8 @@ def _comm_lines(r: dict) -> list[str]:
 def format_comm(r: dict) -> str:
     """--comm-only: state bytes and collectives."""
     st = r["state_bytes"]
-    parts = [f"  {k:<20} {_gib(sum(v for n, v in st.items() if n.startswith(k)))}" for k in ("params", "grads", "optim")]
+    parts = [f"  {k:<20} {_gib(sum(v for n, v in st.items() if n.startswith(k)))}"
+             for k in ("params", "grads", "optim")]
     return "\n".join([_header(r), "per-rank state:", *parts, *_comm_lines(r)])
 
 

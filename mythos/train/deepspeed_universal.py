@@ -6,7 +6,7 @@ data-parallel size that wrote it. DeepSpeed's `ds_to_universal` rewrites it as o
 at any world size. Here:
 
     universal = resumes_at_new_world(run_dir, cfg, world)   # before deepspeed.initialize: the newest checkpoint's
-    ds_config = with_universal(ds_config, universal)         #   world size differs -> {"checkpoint": {"load_universal"}}
+    ds_config = with_universal(ds_config, universal)         #   world differs -> checkpoint.load_universal = true
     load_dir, tag = universal_source(step_dir)               # rank 0 converts into checkpoints/step_N.universal.tmp/,
     engine.load_checkpoint(load_dir, tag, ...)               #   every rank loads it,
     finish_universal(step_dir, engine.module, safe_load)     #   buffers restored, the copy removed

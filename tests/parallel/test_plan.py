@@ -35,7 +35,8 @@ def _cfg(nproc: int, hsdp: bool = False):
 def test_plan_state_and_collectives_equal_the_real_run(request, nproc, hsdp):
     from mythos.parallel.accounting import split_by_span
     from mythos.parallel.planner import dry_run
-    real = request.getfixturevalue("hsdp_runs")[nproc] if hsdp else request.getfixturevalue("scaling_runs")[(nproc, 3, 1)]
+    real = (request.getfixturevalue("hsdp_runs")[nproc] if hsdp
+            else request.getfixturevalue("scaling_runs")[(nproc, 3, 1)])
     plan = dry_run(_cfg(nproc, hsdp), nproc, rank=0, memory=False)
     assert plan["state_bytes"] == real[0]["state"]
     assert plan["dim_spans"] == real[0]["spans"]

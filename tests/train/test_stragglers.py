@@ -46,3 +46,7 @@ def test_slow_rank_is_named_and_per_rank_times_are_recorded(prepared_data, tmp_p
         times = m[step]["step_time_rank_s"]
         assert len(times) == 2 and m[step]["slowest_rank"] == 1 and times[1] > 2 * times[0], m[step]
         assert m[step]["step_time_max_s"] == times[1] and m[step]["step_time_median_s"] == sum(times) / 2
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert {"train/step_time_median_s", "train/step_time_max_s", "train/slowest_rank"} <= set(acc.Tags()["scalars"])
