@@ -16,11 +16,11 @@ from pathlib import Path
 from launch.job import TrainJob
 from launch.prep import submit_prep
 from launch.slurm import cluster_checks, make_executor, print_notes, sbatch_script, slurm_parser
-from mythos.config import load_config, parse_overrides
+from mythos.config import load_config, load_toml, parse_overrides
 from mythos.data import read_metadata
 from mythos.data.loader import parse_spec
 from mythos.errors import UserError, cli_entry
-from mythos.parallel.mesh import mesh_shape
+from mythos.parallel.mesh import describe_mesh, mesh_shape
 from mythos.train.batch import batch_split
 
 TRAIN_EPILOG = """\
@@ -33,6 +33,23 @@ sharded prep on the cluster: mythos-submit prep SOURCE... --out DIR --array N [m
 
 
 # ---- training ------------------------------------------------------------------------------------------------------
+def default_hsdp(cfg, file_values: dict, overrides: dict, nodes: int, tasks: int) -> str | None:
+    """With --nodes > 1 and parallel.dp_replicate set nowhere, one HSDP shard group per node (dp_replicate = nodes:
+    FSDP's all-gathers stay inside a node, gradients are all-reduced across nodes) when the node's tasks hold whole
+    dp_shard x ep groups. Sets it in `overrides` (passed to every task) and `cfg`; returns a note for stderr."""
+    p = cfg.parallel
+    chosen = "dp_replicate" in (file_values.get("parallel") or {}) or "parallel.dp_replicate" in overrides
+    if nodes <= 1 or chosen or p.backend != "fsdp":
+        return None
+    if tasks % p.ep or (p.dp_shard != -1 and p.dp_shard * p.ep != tasks):
+        return (f"parallel.dp_replicate stays 1 (FSDP over all {nodes * tasks} ranks): a node's {tasks} tasks do not "
+                f"hold whole dp_shard x ep groups")
+    overrides["parallel.dp_replicate"] = str(nodes)
+    p.dp_replicate = nodes
+    return (f"HSDP by default on {nodes} nodes: one shard group per node (parallel.dp_replicate = {nodes}; "
+            f"--parallel.dp_replicate 1 shards over all ranks instead)")
+
+
 def submit_train(argv: list[str]) -> int:
     p = slurm_parser("mythos-submit", __doc__.split("\n\n")[0], TRAIN_EPILOG)
     p.add_argument("--config", required=True, help="TOML config (the same file mythos-train and slurm/ take)")
@@ -57,19 +74,24 @@ def submit_train(argv: list[str]) -> int:
     part, time_min, notes = cluster_checks(a, a.nodes, tasks, a.gpus_per_node)
     world = a.nodes * tasks
     split = batch_split(cfg, world, f"{a.nodes} nodes x {tasks} tasks")  # the rule the trainer applies
-    mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
+    hsdp_note = default_hsdp(cfg, load_toml(config), overrides, a.nodes, tasks)
+    mesh = describe_mesh(world, cfg.parallel)
     folder = Path(a.folder).resolve() if a.folder else run_dir / "slurm"
     a.partition = part["name"]
     ex = make_executor(folder, a, nodes=a.nodes, tasks_per_node=tasks, gpus_per_node=a.gpus_per_node,
                        time_min=time_min)
     if a.dry_run:
         print(sbatch_script(ex))
-        print(f"checked: config, data, batch {split.describe()}", file=sys.stderr)
+        print(f"checked: config, data, batch {split.describe()}, mesh {mesh}", file=sys.stderr)
+        if hsdp_note:
+            print(hsdp_note, file=sys.stderr)
         print_notes(notes)
         return 0
     job = ex.submit(TrainJob(str(config), [x for k, v in overrides.items() for x in (f"--{k}", str(v))]))
     print(f"submitted job {job.job_id}: {a.nodes} nodes x {tasks} tasks on partition {part['name']}, "
-          f"time limit {time_min} min")
+          f"time limit {time_min} min, mesh {mesh}")
+    if hsdp_note:
+        print(hsdp_note)
     print(f"logs:    {folder}/{job.job_id}_TASK_log.out and .err (TASK = 0 .. {a.nodes * tasks - 1})")
     print(f"run dir: {run_dir}")
     print(f"watch:   tensorboard --logdir {run_dir / 'tb'}")

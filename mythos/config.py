@@ -83,7 +83,9 @@ class ParallelConfig:
     """How the model is spread over ranks: FSDP2 with expert parallelism, or DeepSpeed ZeRO."""
 
     backend: Literal["fsdp", "deepspeed"] = "fsdp"  # deepspeed: ZeRO (mythos/train/engine_deepspeed.py)
-    dp_shard: int = -1  # ranks the parameters are sharded over; -1: all ranks not used by ep
+    # HSDP: shard groups, each of dp_shard x ep consecutive ranks, replicated across groups (1: plain FSDP)
+    dp_replicate: int = 1
+    dp_shard: int = -1  # ranks the parameters are sharded over; -1: all ranks not used by dp_replicate and ep
     ep: int = 1  # expert-parallel ranks: the routed experts are split over them
     # activation checkpointing: none, each loop iteration (loop), every block (block), or every block keeping the
     # matmul and attention outputs (selective)
@@ -102,6 +104,16 @@ class MetricsConfig:
 
     tensorboard: bool = True  # write TensorBoard events under RUN/tb
     peak_tflops: float = 0.0  # MFU's denominator; 0: measured matmul throughput on CPU, table value on known GPUs
+    # warn when a rank's step time stays >= this x the median (0: off, and no per-step barrier)
+    straggler_factor: float = 1.5
+    straggler_intervals: int = 3  # ... for this many log intervals in a row
+
+
+@dataclass
+class ProfileConfig:
+    """torch.profiler traces of chosen steps."""
+
+    steps: str = ""  # "A-B": a trace of steps A..B on every rank into RUN/profile/ ("": off)
 
 
 @dataclass
@@ -114,6 +126,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
     # a named model (tiny, small, rdt-770m, dense-1.3b, rdt-3b): the defaults the other model.* keys override
     model_name: Annotated[str, tyro.conf.arg(name="model.name")] = "tiny"
     model: ModelConfig = field(default_factory=lambda: ModelConfig.named("tiny"))  # keys over model.name's defaults
@@ -133,6 +146,13 @@ class Config:
             raise UserError(f"config key 'train.lr': expected a positive value, got {t.lr}")
         if self.parallel.ep < 1:
             raise UserError(f"config key 'parallel.ep': expected >= 1, got {self.parallel.ep}")
+        if self.parallel.dp_replicate < 1:
+            raise UserError(f"config key 'parallel.dp_replicate': expected >= 1, got {self.parallel.dp_replicate}")
+        if self.metrics.straggler_factor < 0 or self.metrics.straggler_intervals < 1:
+            raise UserError("config keys 'metrics.straggler_factor' / 'metrics.straggler_intervals': expected >= 0 / "
+                            f">= 1, got {self.metrics.straggler_factor} / {self.metrics.straggler_intervals}")
+        from mythos.train.profile import parse_steps
+        parse_steps(self.profile.steps)
         self._validate_deepspeed()
 
     def _validate_deepspeed(self) -> None:
@@ -141,8 +161,13 @@ class Config:
             return
         if p.ep > 1:
             raise UserError(f"config key 'parallel.ep': {p.ep} with parallel.backend = \"deepspeed\" is not "
-                            "supported: ZeRO would average our expert-parallel weights over all ranks (DeepSpeed's "
-                            "expert groups serve only its own MoE layer, which refuses ZeRO-3); use backend fsdp")
+                            "supported: ZeRO would flatten our expert shards (other experts on every rank) with the "
+                            "dense weights and average them over all ranks, and DeepSpeed's expert groups serve only "
+                            "its own MoE layer; use parallel.backend = \"fsdp\" for expert parallelism, or ep = 1 "
+                            "with DeepSpeed (every rank then runs all experts)")
+        if p.dp_replicate > 1:
+            raise UserError(f"config key 'parallel.dp_replicate': {p.dp_replicate} (HSDP) is an FSDP2 layout, not "
+                            "supported with parallel.backend = \"deepspeed\"; set it to 1 or use backend fsdp")
         if self.checkpoint.async_save:
             raise UserError("config key 'checkpoint.async_save': not supported with parallel.backend = \"deepspeed\" "
                             "(DeepSpeed writes its checkpoint synchronously); set it to false or use backend fsdp")

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from mythos.checkpoint.dcp import Payload
+from mythos.checkpoint.deepspeed_universal import finish_universal, universal_source
 from mythos.checkpoint.manager import reason
 from mythos.checkpoint.safe_pickle import UnsafeCheckpoint
 from mythos.errors import UserError
@@ -111,8 +112,9 @@ class DeepSpeedPayload(Payload):
 
     required_files = ("trainer_state.json",)  # no DCP .metadata: DeepSpeed's own files are checked by check_files
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine, universal: bool = False) -> None:
         self.engine = engine
+        self.universal = universal  # load through DeepSpeed's universal checkpoint (another world size)
 
     def write(self, tmp: Path, step: int, model, optimizer, trainer_state: dict[str, Any], fault_hook) -> None:
         self.engine.save_checkpoint(str(tmp.parent), tag=tmp.name, client_state={"mythos": trainer_state},
@@ -121,8 +123,11 @@ class DeepSpeedPayload(Payload):
 
     def read(self, path: Path, model, optimizer) -> None:
         check_files(path)
-        loaded, _ = self.engine.load_checkpoint(str(path.parent), tag=path.name, load_module_strict=True,
+        load_dir, tag = universal_source(path) if self.universal else (str(path.parent), path.name)
+        loaded, _ = self.engine.load_checkpoint(load_dir, tag=tag, load_module_strict=True,
                                                 load_optimizer_states=True, load_lr_scheduler_states=False)
+        if self.universal:
+            finish_universal(path, self.engine.module, safe_load)
         if loaded is None:  # damage (a fallback), not a config error
             raise FileNotFoundError(f"{path}: no DeepSpeed checkpoint files in it")
 

@@ -56,11 +56,28 @@ def state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 
 
 def mesh_dim_groups(mesh) -> dict[str, object]:
-    """process group -> mesh dim name ("dp_shard", "ep", and the flattened "dp")."""
-    from mythos.parallel.mesh import DP, dp_mesh
-    groups = {DP: dp_mesh(mesh).get_group()}
+    """mesh dim name -> process group ("dp_replicate" with HSDP, "dp_shard", "ep", and "dp": the shard group)."""
+    from mythos.parallel.mesh import DP, shard_group
+    groups = {DP: shard_group(mesh).get_group()}
     groups.update({name: mesh[name].get_group() for name in mesh.mesh_dim_names})
     return groups
+
+
+def dim_spans(mesh, group_size: int) -> dict[str, str]:
+    """mesh dim -> "intra" if this rank's group of that dim lies inside one block of `group_size` consecutive ranks
+    (a node, or an HSDP shard group), else "inter"."""
+    if mesh is None:
+        return {}
+    return {name: "intra" if len({r // group_size for r in dist.get_process_group_ranks(g)}) == 1 else "inter"
+            for name, g in mesh_dim_groups(mesh).items()}
+
+
+def split_by_span(table: dict[str, dict[str, int]], spans: dict[str, str]) -> dict[str, int]:
+    """{"intra_group": bytes, "inter_group": bytes} of a `CollectiveCounter.table()` (keys "kind@dim")."""
+    out = {"intra_group": 0, "inter_group": 0}
+    for key, rec in table.items():
+        out[f"{spans.get(key.split('@')[1], 'inter')}_group"] += rec["bytes"]
+    return out
 
 
 class _NoModuleTracker:

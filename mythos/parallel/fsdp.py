@@ -6,6 +6,9 @@ Units and meshes (torchtitan's layout):
     over "ep"; so every rank holds 1/(dp_shard·ep) of the experts and of their AdamW state. Their gradients are
     averaged over dp_shard (the expert-parallel all-to-all already summed them over ep, expert_parallel.py);
   * every other parameter: over "dp" (all ranks).
+With HSDP (parallel.dp_replicate > 1, mesh.py) both get a leading "dp_replicate" mesh dim: FSDP2's hybrid sharding
+(a 2-D mesh to `fully_shard`) shards inside a group and replicates across groups; gradients are reduce-scattered
+inside a group, then all-reduced across groups. The loop-aware policy below is the same for both.
 
 The looped block (and experts inside it) runs T times per forward. FSDP2's defaults would all-gather it and
 reduce-scatter its gradients once per call:
@@ -29,7 +32,7 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import Shard
 
 from mythos.errors import UserError
-from mythos.parallel.mesh import DP_SHARD, EP, dp_mesh
+from mythos.parallel.mesh import DP_SHARD, EP, dp_mesh, expert_dp_mesh
 
 TESTED_TORCH = ("2.13",)  # the `_defer_post_backward` override below is tested on these torch versions only
 
@@ -65,12 +68,12 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, units: dict, dtype: str = "fp
     """`units` = {"experts": [...], "blocks": [...], "looped": module | None, "looped_experts": set of ids}."""
     check_torch_version()
     mp = mp_policy(dtype)
-    dp, dp_shard_mesh = dp_mesh(mesh), mesh[DP_SHARD]
+    dp, expert_mesh = dp_mesh(mesh), expert_dp_mesh(mesh)
     ep = mesh[EP].size()
     for ex in units["experts"]:
         looped = id(ex) in units["looped_experts"]
-        fully_shard(ex, mesh=dp_shard_mesh, mp_policy=mp, reshard_after_forward=not looped,
-                    shard_placement_fn=_expert_placement(dp_shard_mesh.size()) if ep > 1 else None)
+        fully_shard(ex, mesh=expert_mesh, mp_policy=mp, reshard_after_forward=not looped,
+                    shard_placement_fn=_expert_placement(mesh[DP_SHARD].size()) if ep > 1 else None)
         if looped:
             _defer_post_backward(ex)
     for blk in units["blocks"]:

@@ -28,7 +28,7 @@ def check_launch(cfg) -> None:
     from mythos.train.batch import batch_split
     world = launched_world_size()
     batch_split(cfg, world)
-    mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
+    mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep, cfg.parallel.dp_replicate)
 
 
 @cli_entry

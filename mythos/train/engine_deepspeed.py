@@ -9,6 +9,8 @@ Checkpoints: CheckpointManager with DeepSpeed's payload strategy (mythos/checkpo
 `save_checkpoint` on every rank into `checkpoints/step_NNNNNNN.tmp/`, with our trainer state as client state, then
 the same rename -> atomic `latest` -> prune as the FSDP path; every file is checked weights_only before DeepSpeed
 reads it.
+At another world size a ZeRO-1/2 checkpoint loads through DeepSpeed's universal checkpoint
+(mythos/checkpoint/deepspeed_universal.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch.distributed as dist
 
 from mythos.checkpoint import CheckpointManager
 from mythos.checkpoint.deepspeed import DeepSpeedPayload, import_deepspeed
+from mythos.checkpoint.deepspeed_universal import resumes_at_new_world, with_universal
 from mythos.config import Config
 from mythos.errors import UserError
 from mythos.parallel import DistEnv, materialize
@@ -103,6 +106,7 @@ def _ensure_process_group(env: DistEnv) -> None:
 
 class DeepSpeedEngine(Engine):
     backend = "deepspeed"
+    universal = False  # this run resumes through DeepSpeed's universal checkpoint (set in __init__)
 
     def __init__(self, model: torch.nn.Module, cfg: Config, env: DistEnv, run_dir: Path) -> None:
         super().__init__(cfg, env)
@@ -117,7 +121,8 @@ class DeepSpeedEngine(Engine):
         optimizer = build_optimizer(model, cfg.train)
         self._install_bias_hook(optimizer)  # on the client optimizer, which DeepSpeed steps
         self.scheduler = build_scheduler(optimizer, cfg.train)  # on the client optimizer's param groups
-        ds_config = resolve_config(cfg, env.world_size, self.n_micro)
+        self.universal = resumes_at_new_world(run_dir, self.backend, cfg.parallel.zero_stage, env.world_size)
+        ds_config = with_universal(resolve_config(cfg, env.world_size, self.n_micro), self.universal)
         if env.rank == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / CONFIG_NAME).write_text(json.dumps(ds_config, indent=1) + "\n")
@@ -127,7 +132,7 @@ class DeepSpeedEngine(Engine):
         except (AssertionError, ValueError) as e:  # DeepSpeed checks its config with asserts
             raise UserError(f"{run_dir / CONFIG_NAME}: deepspeed.initialize refused it: {e}") from None
         self.ckpt = CheckpointManager(run_dir, keep=cfg.checkpoint.keep, check=self.check_resume,
-                                      payload=DeepSpeedPayload(self.model))
+                                      payload=DeepSpeedPayload(self.model, self.universal))
 
     @property
     def module(self) -> torch.nn.Module:
@@ -140,16 +145,16 @@ class DeepSpeedEngine(Engine):
     def check_resume(self, path: Path, saved: dict[str, Any]) -> None:
         saved = saved.get("engine", {"backend": "fsdp"})
         now = self.engine_state()
-        if saved != now:
-            keys = [k for k in now if saved.get(k) != now.get(k)]
+        keys = [k for k in now if saved.get(k) != now.get(k) and not (k == "world_size" and self.universal)]
+        if keys:
             keys = ["backend"] if "backend" in keys else keys
             diff = ", ".join(f"{k} {saved.get(k)} -> {now.get(k)}" for k in keys)
             need = (f"parallel.backend = \"deepspeed\", parallel.zero_stage = {saved.get('zero_stage')} on "
                     f"{saved.get('world_size')} ranks" if saved.get("backend") == "deepspeed"
                     else f"parallel.backend = \"{saved.get('backend')}\"")
-            raise UserError(f"{path}: cannot resume with {diff}: a DeepSpeed checkpoint resumes only with the backend, "
-                            f"ZeRO stage and world size that wrote it (DeepSpeed's universal checkpoint is not wired "
-                            f"in); resume with {need}")
+            raise UserError(f"{path}: cannot resume with {diff}: a DeepSpeed checkpoint resumes with the backend and "
+                            f"ZeRO stage that wrote it, at another world size only under ZeRO 1/2 (through "
+                            f"DeepSpeed's universal checkpoint); resume with {need}")
 
     def _backward(self, loss: torch.Tensor) -> None:
         self.model.backward(loss, scale_wrt_gas=False)  # already divided by the micro-batch count

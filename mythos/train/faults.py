@@ -6,7 +6,8 @@ the commit; with async saves this is in the background writer); `nan_loss@N` mak
 `slow_startup@S` adds S seconds to start-up before the model is built; `startup_gate@R` makes start-up of attempt R
 (SLURM_RESTART_COUNT, 0 when unset) write `startup_gate.rankN` in the working directory and wait (up to 300 s) until
 this process has a stop signal: a test then signals after seeing every rank's file, so the signal lands in start-up
-on any machine, at any load, with the handlers installed.
+on any machine, at any load, with the handlers installed; `slow_rank@R:F` makes rank R's every step take F times
+as long (it sleeps (F - 1) x its step's time at the end of the step: a straggler for mythos/train/stragglers.py).
 Unset in normal runs, where `hook` does nothing.
 """
 from __future__ import annotations
@@ -17,16 +18,27 @@ import threading
 import time
 
 
-def _parse() -> set[tuple[str, int]]:
+def _parse() -> tuple[set[tuple[str, int]], dict[int, float]]:
     spec = os.environ.get("MYTHOS_FAULTS", "")
-    out = set()
+    out, slow = set(), {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         where, _, step = item.partition("@")
+        if where == "slow_rank":
+            rank, _, factor = step.partition(":")
+            slow[int(rank)] = float(factor)
+            continue
         out.add((where, int(step)))
-    return out
+    return out, slow
 
 
-_FAULTS = _parse()
+_FAULTS, _SLOW = _parse()
+
+
+def slow_down(step_time_s: float) -> None:
+    """slow_rank@R:F on rank R: sleep (F - 1) x `step_time_s` (the step's time so far)."""
+    factor = _SLOW.get(int(os.environ.get("RANK", "0")))
+    if factor is not None and factor > 1:
+        time.sleep((factor - 1) * step_time_s)
 
 
 def active(where: str, step: int) -> bool:
@@ -75,10 +87,13 @@ class FaultInjection:
         self.step = step
         hook("step", step)
 
+    def after_train_step(self, step_time_s: float) -> None:
+        slow_down(step_time_s)
+
     def _loss(self, ce):
         return ce * float("nan") if active("nan_loss", self.step) else ce
 
 
 def install() -> FaultInjection | None:
     """The fault callback when MYTHOS_FAULTS is set, else None (normal runs carry no fault code on their path)."""
-    return FaultInjection() if _FAULTS else None
+    return FaultInjection() if _FAULTS or _SLOW else None

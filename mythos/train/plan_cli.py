@@ -3,8 +3,10 @@
 What one rank of a run would hold and send, from a dry run of the real model, mesh and `parallelize` on torch's fake
 process group (mythos/train/planner.py): parameter, gradient and AdamW bytes, step memory at the configured
 micro-batch, sequence length and loop count (with the configured activation checkpointing and with none),
-collective bytes per optimizer step by kind and mesh dim, whether it fits a GPU of --gpu-mem GB, and the largest
-micro-batch that does among those that divide the per-rank batch (the trainer accepts it as --train.micro_batch).
+collective bytes per optimizer step by kind and mesh dim, and in all inside a group of --group-size consecutive
+ranks (default: a node) and across groups (HSDP, parallel.dp_replicate > 1: a shard group is a node by default),
+whether it fits a GPU of --gpu-mem GB, and the largest micro-batch that does among those that divide the per-rank
+batch (the trainer accepts it as --train.micro_batch).
 Exit code 0: the config fits; 1: it does not (the report says what would); 2: bad input.
 """
 from __future__ import annotations
@@ -16,13 +18,13 @@ import sys
 
 from mythos.config import load_config, parse_overrides
 from mythos.errors import UserError, cli_entry
+from mythos.train.planner import dry_run
 
 GB = 1e9
 
 
-def plan(cfg, world: int, gpu_mem_gb: float, rank: int = 0) -> dict:
-    from mythos.train.planner import dry_run
-    res = dry_run(cfg, world, rank)
+def plan(cfg, world: int, gpu_mem_gb: float, rank: int = 0, group_size: int | None = None) -> dict:
+    res = dry_run(cfg, world, rank, group_size=group_size)
     st = res["state_bytes"]
     params = sum(v for k, v in st.items() if k.startswith("params"))
     grads = sum(v for k, v in st.items() if k.startswith("grads"))
@@ -63,11 +65,36 @@ def _gib(b: float) -> str:
     return f"{b / 2**30:8.2f} GiB"
 
 
+def _header(r: dict) -> str:
+    m = r["mesh"]
+    hsdp = f"dp_replicate {m['dp_replicate']} (HSDP) x " if m["dp_replicate"] > 1 else ""
+    return (f"world {r['world']} = {hsdp}dp_shard {m['dp_shard']} x ep {m['ep']} | rank {r['rank']} | "
+            f"micro-batch {r['micro_batch']} x {r['n_micro']} per step | seq {r['seq_len']} | "
+            + (f"loops {r['loops']}" if r["loops"] is not None else "dense"))
+
+
+def _comm_lines(r: dict) -> list[str]:
+    lines = ["collectives per optimizer step (this rank's input bytes):"]
+    for key, v in r["collectives"].items():
+        span = r["dim_spans"].get(key.split("@")[1], "inter")
+        lines.append(f"  {key:<26} {v['calls']:6d} calls {_gib(v['bytes'])}   {span}-group")
+    cb = r["collective_bytes"]
+    lines.append(f"  sent inside a group of {r['group_size']} ranks {_gib(cb['intra_group'])}, "
+                 f"across groups {_gib(cb['inter_group'])}")
+    return lines
+
+
+def format_comm(r: dict) -> str:
+    """--comm-only: state bytes and collectives."""
+    st = r["state_bytes"]
+    parts = [f"  {k:<20} {_gib(sum(v for n, v in st.items() if n.startswith(k)))}"
+             for k in ("params", "grads", "optim")]
+    return "\n".join([_header(r), "per-rank state:", *parts, *_comm_lines(r)])
+
+
 def format_plan(r: dict) -> str:
     b = r["per_rank_bytes"]
-    lines = [f"world {r['world']} = dp_shard {r['mesh']['dp_shard']} x ep {r['mesh']['ep']} | rank {r['rank']} | "
-             f"micro-batch {r['micro_batch']} x {r['n_micro']} per step | seq {r['seq_len']} | "
-             + (f"loops {r['loops']}" if r["loops"] is not None else "dense"),
+    lines = [_header(r),
              "per-rank memory:",
              f"  parameters           {_gib(b['params'])}",
              f"  gradients            {_gib(b['grads'])}",
@@ -76,10 +103,7 @@ def format_plan(r: dict) -> str:
         lines.append(f"  step peak (ac={ac:<5}) {_gib(peak)}   activations, temporaries, gradients, gathered params")
     lines += [f"  total                {_gib(b['total'])}   "
               f"{'fits' if r['fits'] else 'does NOT fit'} a {r['gpu_mem_gb']:g} GB GPU",
-              _largest_line(r),
-              "collectives per optimizer step (this rank's input bytes):"]
-    for key, v in r["collectives"].items():
-        lines.append(f"  {key:<26} {v['calls']:6d} calls {_gib(v['bytes'])}")
+              _largest_line(r), *_comm_lines(r)]
     return "\n".join(lines)
 
 
@@ -101,13 +125,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus-per-node", type=int, default=8)
     p.add_argument("--gpu-mem", type=float, default=80.0, help="GPU memory in GB (1e9 bytes)")
     p.add_argument("--rank", type=int, default=0, help="the rank to report (ranks differ only by uneven shards)")
+    p.add_argument("--group-size", type=int, default=None,
+                   help="ranks per group for the inside/across split of collective bytes (default --gpus-per-node)")
+    p.add_argument("--comm-only", action="store_true",
+                   help="state bytes and collectives only (no step-memory passes, no fit verdict; much faster)")
     p.add_argument("--json", action="store_true")
     args, rest = p.parse_known_args(argv)
     cfg = load_config(args.config, parse_overrides(rest))
     world = args.nodes * args.gpus_per_node
     if world < 1 or not 0 <= args.rank < world:
         raise UserError(f"--nodes x --gpus-per-node must be >= 1 and --rank in [0, world): got {world}, {args.rank}")
-    res = plan(cfg, world, args.gpu_mem, args.rank)
+    group = args.group_size or args.gpus_per_node
+    if args.comm_only:
+        res = dry_run(cfg, world, args.rank, memory=False, group_size=group)
+        print(json.dumps(res, indent=1) if args.json else format_comm(res))
+        return 0
+    res = plan(cfg, world, args.gpu_mem, args.rank, group)
     print(json.dumps(res, indent=1) if args.json else format_plan(res))
     return 0 if res["fits"] else 1
 

@@ -24,9 +24,9 @@ from torch.distributed._tools.mem_tracker import MemTracker
 
 from mythos.model import Mythos
 from mythos.parallel import ranks
-from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
+from mythos.parallel.accounting import CollectiveCounter, dim_spans, mesh_dim_groups, split_by_span, state_bytes
 from mythos.parallel.env import DistEnv
-from mythos.parallel.mesh import build_mesh, mesh_shape
+from mythos.parallel.mesh import build_mesh, mesh_dims
 from mythos.train.batch import split_batch
 from mythos.train.engine import FSDPEngine, MicroBatch
 
@@ -106,12 +106,17 @@ def _step_peak(cfg, mesh, shape: Shape, ac: str, fake_mode) -> int:
     return int(peak - params)
 
 
-def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memory: bool = True) -> dict:
-    """Per-rank bytes and collectives of one training step of `cfg` at `world` ranks (see the module docstring)."""
+def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memory: bool = True,
+            group_size: int | None = None) -> dict:
+    """Per-rank bytes and collectives of one training step of `cfg` at `world` ranks (see the module docstring).
+    Collective bytes are also split into those sent inside a block of `group_size` consecutive ranks (a node; default
+    the shard group, world / parallel.dp_replicate) and those sent across blocks."""
     shape = step_shape(cfg, world, micro_batch)
     with fake_process_group(world, rank):
         mesh = build_mesh(DistEnv(rank, world, 0, torch.device("cpu")), cfg.parallel)
         counter = CollectiveCounter(mesh_dim_groups(mesh) if mesh is not None else None)
+        group_size = group_size or world // cfg.parallel.dp_replicate
+        spans = dim_spans(mesh, group_size)
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         engine = _engine(cfg, mesh, cfg.parallel.ac, fake_mode)
         with fake_mode:
@@ -124,9 +129,9 @@ def dry_run(cfg, world: int, rank: int = 0, micro_batch: int | None = None, memo
             for ac in dict.fromkeys((cfg.parallel.ac, "none")):
                 peaks[ac] = _step_peak(cfg, mesh, shape, ac, fake_mode)
     return {"world": world, "rank": rank, "mesh": _mesh_desc(cfg, world), **dataclasses.asdict(shape),
-            "state_bytes": state, "collectives": counter.table(), "step_peak_bytes": peaks}
+            "state_bytes": state, "collectives": counter.table(), "group_size": group_size, "dim_spans": spans,
+            "collective_bytes": split_by_span(counter.table(), spans), "step_peak_bytes": peaks}
 
 
 def _mesh_desc(cfg, world: int) -> dict:
-    dp_shard, ep = mesh_shape(world, cfg.parallel.dp_shard, cfg.parallel.ep)
-    return {"dp_shard": dp_shard, "ep": ep}
+    return mesh_dims(world, cfg.parallel)

@@ -19,11 +19,12 @@ from mythos.train.validate import validation_losses
 from mythos.model import LoopSampler, ModelConfig, Mythos, model_stats
 from mythos.parallel import DistEnv, meta_device
 from mythos.train import faults
-from mythos.parallel.mesh import mesh_shape
+from mythos.parallel.mesh import describe_mesh
 from mythos.train.batch import batch_split
 from mythos.train.engines import build_engine
 from mythos.train.metrics import MetricsLogger, format_duration, memory_mb, peak_flops
 from mythos.train.signals import EXIT_REQUEUE, StopFlag, stop_flag
+from mythos.train.step_callbacks import build_step_callbacks
 from mythos.train.watchdog import Watchdog, pg_timeout_s
 
 EXIT_DIVERGED = 3
@@ -76,7 +77,7 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     meta = read_metadata(data_dir)
     cfg.model = resolve_model_config(cfg, meta, data_dir)
     split = batch_split(cfg, env.world_size)  # UserError before anything is written
-    dp_shard, ep = mesh_shape(env.world_size, cfg.parallel.dp_shard, cfg.parallel.ep)
+    mesh_desc = describe_mesh(env.world_size, cfg.parallel)
     if env.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.toml")
@@ -111,8 +112,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     if step:
         metrics.console(f"resumed from {ckpt.loaded_from} at step {step}")
     metrics.console(f"model {cfg.model_name}: {stats['total_params'] / 1e6:.2f}M params, "
-                    f"{stats['active_params'] / 1e6:.2f}M active/token | world {env.world_size} = dp_shard {dp_shard} "
-                    f"x ep {ep} | batch {split.describe()} | device {env.device}")
+                    f"{stats['active_params'] / 1e6:.2f}M active/token | {mesh_desc} "
+                    f"| batch {split.describe()} | device {env.device}")
 
     def trainer_state() -> dict:
         return {"data": loader.state_dict(), "tokens_seen": tokens_seen,
@@ -131,15 +132,20 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
     flops_by_loops: dict[int | None, int] = {}
     model.train()
     watchdog = Watchdog(run_dir, cfg.parallel.collective_timeout_s).start()
+    callbacks = build_step_callbacks(cfg, env, run_dir, model, metrics)  # profiler, straggler report
     while step < t.steps:
         watchdog.beat(step + 1)
         if fault:
             fault.on_step_start(step + 1)
         ckpt.poll()
+        for cb in callbacks:
+            cb.on_step_start(step + 1)
         t0 = time.perf_counter()
         loops = loops_for_step(sampler, t.seed, step) if sampler else None
         inputs_BT, targets_BT = loader.next_batch()
         result = engine.train_step(inputs_BT, targets_BT, loops)
+        if fault:
+            fault.after_train_step(time.perf_counter() - t0)
         ce_mean, ponder, grad_norm, lr, out = result.loss, result.ponder, result.grad_norm, result.lr, result.out
         step += 1
         if result.skipped:
@@ -163,6 +169,8 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
         record = {"step": step, "loss": ce_mean, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s,
                   "loops": loops if loops is not None else 0, "ponder": ponder,
                   "mfu": mfu, "tokens": tokens_seen, "world_size": env.world_size}
+        for cb in callbacks:
+            record |= cb.on_step_end(step, dt)
         metrics.log_step(record, per_loop_scalars(out) | {"sys/memory_mb": memory_mb(env.device)})
         if step % t.log_interval == 0 or step == t.steps or step == start_step + 1:
             elapsed = time.perf_counter() - t_start

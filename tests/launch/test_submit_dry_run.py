@@ -80,3 +80,18 @@ def test_help_mentions_prep_and_overrides(capsys):
     assert rc == 0
     assert "mythos-submit prep SOURCE... --out DIR --array N" in out
     assert "--train.steps" in out and "overrides" in out and "--dry-run" in out
+
+
+def test_multi_node_defaults_to_one_shard_group_per_node(prepared_data, tmp_path, capsys):
+    """--nodes > 1: HSDP with dp_replicate = nodes unless the user sets it; one node: plain FSDP."""
+    args = ["--config", "configs/tiny-cpu.toml", "--data.path", str(prepared_data), "--run.dir", str(tmp_path / "r"),
+            "--gpus-per-node", "8", "--train.global_batch", "64", "--time", "30", "--dry-run"]
+    rc, _, err = in_process(capsys, *args, "--nodes", "4")
+    assert rc == 0 and "mesh world 32 = dp_replicate 4 x dp_shard 8 x ep 1" in err
+    assert "one shard group per node (parallel.dp_replicate = 4" in err
+    rc, _, err = in_process(capsys, *args, "--nodes", "4", "--parallel.dp_replicate", "1")
+    assert rc == 0 and "mesh world 32 = dp_shard 32 x ep 1" in err and "HSDP" not in err
+    rc, _, err = in_process(capsys, *args, "--nodes", "1")
+    assert rc == 0 and "mesh world 8 = dp_shard 8 x ep 1" in err and "HSDP" not in err
+    rc, _, err = in_process(capsys, *args, "--nodes", "4", "--parallel.dp_replicate", "3")
+    assert rc == 2 and err.startswith("error: config key 'parallel.dp_replicate': 3 must be >= 1 and divide")

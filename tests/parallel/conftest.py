@@ -25,3 +25,17 @@ def scaling_runs(tmp_path_factory):
         launch(nproc, ["--out", str(out), *dims, "--loops", str(loops), "--micro", str(micro), *extra], script=WORKER)
         runs[(nproc, loops, micro)] = [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(nproc)]
     return runs
+
+
+@pytest.fixture(scope="session")
+def hsdp_runs(tmp_path_factory):
+    """{ranks: [per-rank results]} under HSDP: 2 shard groups of 1 rank (2 ranks), and 2 groups of ep 2 (4 ranks);
+    3 loops, 1 micro-batch."""
+    d = tmp_path_factory.mktemp("hsdp")
+    runs = {}
+    for nproc in (2, 4):
+        out = d / f"hsdp{nproc}"
+        launch(nproc, ["--out", str(out), "--dp-replicate", "2", "--ep", str(nproc // 2), "--loops", "3",
+                       "--no-weights"], script=WORKER)
+        runs[nproc] = [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(nproc)]
+    return runs

@@ -46,7 +46,7 @@ def _case_config(a, backend: str, zero_stage: int, model: str, world: int, out: 
                             micro_batch=a.micro_batch or a.global_batch // world, seq_len=a.seq_len, device="cpu",
                             dtype=a.mp)
     cfg.parallel = ParallelConfig(backend=backend, zero_stage=zero_stage or 2, dp_shard=a.dp_shard, ep=a.ep,
-                                  ac=a.ac, compile=a.compile)
+                                  dp_replicate=a.dp_replicate, ac=a.ac, compile=a.compile)
     if offload:  # ZeRO-Offload: optimizer state (and with ZeRO-3 the parameters) on the CPU
         cfg.parallel.offload_optimizer = "cpu"
         cfg.parallel.offload_params = "cpu" if zero_stage == 3 else "none"
@@ -110,6 +110,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--ep", type=int, default=1)
     p.add_argument("--dp-shard", type=int, default=-1)
+    p.add_argument("--dp-replicate", type=int, default=1, help="HSDP shard groups")
     p.add_argument("--ac", default="none")
     p.add_argument("--mp", default="fp32")
     p.add_argument("--compile", action="store_true")

@@ -19,6 +19,7 @@ def main(argv=None) -> None:
     p.add_argument("--init", choices=("meta", "eager"), default="meta")
     p.add_argument("--ep", type=int, default=1)
     p.add_argument("--dp-shard", type=int, default=-1)
+    p.add_argument("--dp-replicate", type=int, default=1, help="HSDP shard groups")
     p.add_argument("--ac", default="loop")
     p.add_argument("--loops", type=int, default=3)
     p.add_argument("--backprop-k", type=int, default=0)
@@ -34,7 +35,7 @@ def main(argv=None) -> None:
     from mythos.config import Config, ParallelConfig, TrainConfig
     from mythos.model import Mythos
     from mythos.parallel import DistEnv, build_mesh, meta_device
-    from mythos.parallel.accounting import CollectiveCounter, mesh_dim_groups, state_bytes
+    from mythos.parallel.accounting import CollectiveCounter, dim_spans, mesh_dim_groups, state_bytes
     from mythos.parallel.env import exit_after_distributed
     from mythos.train.engine import FSDPEngine
     from tests.parallel.dist_run import tiny_model_config
@@ -42,7 +43,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     env = DistEnv.from_environment("cpu")
     local = a.global_batch // env.world_size
-    pcfg = ParallelConfig(dp_shard=a.dp_shard, ep=a.ep, ac=a.ac)
+    pcfg = ParallelConfig(dp_shard=a.dp_shard, ep=a.ep, ac=a.ac, dp_replicate=a.dp_replicate)
     cfg = Config(model=tiny_model_config(a.loops, a.backprop_k), parallel=pcfg,
                  train=TrainConfig(lr=1e-3, weight_decay=0.1, global_batch=a.global_batch, micro_batch=local // a.micro,
                                    seq_len=a.seq_len, device="cpu"))
@@ -75,7 +76,8 @@ def main(argv=None) -> None:
     engine.inspect_grads = inspect
     result = engine.optim_step()
     res = {"grads": grads, "state": {**state_bytes(model, engine.optimizer), **held}, "comm": counter.table(),
-           "loss": result.loss, "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+           "loss": result.loss,
+           "spans": dim_spans(mesh, env.world_size // a.dp_replicate), "peak_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     if env.rank == 0:
         res["weights"] = weights
     torch.save(res, f"{a.out}.rank{env.rank}")

@@ -69,3 +69,21 @@ def test_save_at_2_resume_at_1_and_4(prepared_data, tmp_path, ep):
             assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-5, (nproc, step, got[step], ref[step])
         assert data_state(d, 6) == data_state(a, 6)  # same global data position
         assert data_state(d, 6)["samples_consumed"] == 6 * 4
+
+
+@pytest.mark.slow
+def test_hsdp_checkpoint_resumes_under_fsdp_at_4_2_and_1(prepared_data, tmp_path):
+    """Written under HSDP (2 shard groups x 2 ranks: the dense DTensors are (Replicate, Shard)), resumed with plain
+    FSDP at 4 and 2 ranks and in one process; the next losses match continuing under HSDP."""
+    extra = ["--train.micro_batch", "1", "--parallel.ac", "loop"]
+    a = tmp_path / "hsdp"
+    out = run(4, train_args(a, prepared_data, 6, *extra, "--parallel.dp_replicate", "2"))
+    assert "world 4 = dp_replicate 2 x dp_shard 2 x ep 1" in out
+    ref = read_metrics(a)
+    for nproc in (4, 2, 1):
+        d = rewind(a, tmp_path / f"n{nproc}", 4)
+        run(nproc, train_args(d, prepared_data, 6, *extra, "--parallel.dp_replicate", "1"))
+        got = read_metrics(d)
+        for step in (5, 6):
+            assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-5, (nproc, step, got[step], ref[step])
+        assert data_state(d, 6) == data_state(a, 6)

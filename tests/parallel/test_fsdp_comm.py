@@ -1,5 +1,6 @@
 """The looped block is gathered once per forward/backward, not once per loop: FSDP2 collectives per step counted
-(patched torch.distributed entry points) at T=2 and T=6 (backprop through all loops)."""
+(patched torch.distributed entry points) at T=2 and T=6 (backprop through all loops), with FSDP over all ranks and
+with HSDP (2 shard groups of 2)."""
 from __future__ import annotations
 
 import pytest
@@ -7,9 +8,9 @@ import torch
 from tests.parallel.dist_run import launch
 
 
-def _comm(tmp_path, loops, *extra):
+def _comm(tmp_path, loops, *extra, nproc=2):
     out = tmp_path / f"c{loops}{'_'.join(extra)}.pt"
-    launch(2, ["--out", str(out), "--steps", "2", "--loops", str(loops), "--backprop-k", "0", "--count-comm",
+    launch(nproc, ["--out", str(out), "--steps", "2", "--loops", str(loops), "--backprop-k", "0", "--count-comm",
                *extra])
     return torch.load(out, weights_only=True)["comm"]
 
@@ -30,3 +31,13 @@ def test_fsdp_default_policy_would_regather_per_loop(tmp_path):
     loop's backward (4 more loops x 2 units)."""
     c2, c6 = _comm(tmp_path, 2, "--no-defer"), _comm(tmp_path, 6, "--no-defer")
     assert c6[-1]["all_gather"] - c2[-1]["all_gather"] == 8
+
+
+@pytest.mark.slow
+def test_hsdp_all_gathers_per_step_do_not_grow_with_loops(tmp_path):
+    """HSDP 2 x 2: the same 7 all-gathers and 5 reduce-scatters inside a group, plus one all-reduce per group across
+    the groups, at any loop count."""
+    hsdp = ("--ac", "loop", "--dp-replicate", "2", "--dp-shard", "2")
+    c2, c6 = _comm(tmp_path, 2, *hsdp, nproc=4), _comm(tmp_path, 6, *hsdp, nproc=4)
+    for c in c2 + c6:
+        assert (c["all_gather"], c["reduce_scatter"], c["all_reduce"]) == (7, 5, 5), c

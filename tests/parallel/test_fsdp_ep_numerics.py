@@ -60,3 +60,19 @@ def test_dp2_x_ep2_four_ranks_matches_one(reference, tmp_path):
     _check(reference, res, biases, grad_tol=1e-6)
     assert res["comm"][0]["all_to_all"] > 0
     assert "all_reduce" not in res["comm"][0]  # expert grads: FSDP's reduce-scatter over dp_shard, not all-reduces
+
+
+@pytest.mark.slow
+def test_hsdp_2x2_four_ranks_matches_one(reference, tmp_path):
+    """HSDP: 2 shard groups of 2 ranks (dense and experts sharded in a group, replicated across groups)."""
+    res, biases = _run(tmp_path, 4, "--dp-replicate", "2", "--dp-shard", "2", "--count-comm")
+    _check(reference, res, biases, grad_tol=1e-6)
+    assert res["comm"][0]["all_reduce"] > 0  # gradients all-reduced across the groups
+
+
+@pytest.mark.slow
+def test_hsdp_2_x_ep2_four_ranks_matches_one(reference, tmp_path):
+    """HSDP with expert parallelism: experts split over ep inside a group, replicated across the 2 groups."""
+    res, biases = _run(tmp_path, 4, "--dp-replicate", "2", "--ep", "2", "--count-comm")
+    _check(reference, res, biases, grad_tol=1e-6)
+    assert res["comm"][0]["all_to_all_single"] > 0 and res["comm"][0]["all_reduce"] > 0

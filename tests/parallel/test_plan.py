@@ -19,21 +19,32 @@ from tests.parallel.dist_run import tiny_model_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _cfg(nproc: int):
+def _cfg(nproc: int, hsdp: bool = False):
     cfg = build_config({}, {})
     cfg.model = tiny_model_config(3, 0)
     cfg.train.global_batch, cfg.train.seq_len, cfg.train.micro_batch = 4, 32, 4 // nproc
     cfg.parallel.ep, cfg.parallel.dp_shard, cfg.parallel.ac = 2, nproc // 2, "loop"
+    if hsdp:  # 2 shard groups: of 1 rank (2 ranks), of ep 2 (4 ranks)
+        cfg.parallel.dp_replicate, cfg.parallel.ep, cfg.parallel.dp_shard = 2, nproc // 2, 1
     return cfg
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("hsdp", [False, True], ids=["fsdp", "hsdp"])
 @pytest.mark.parametrize("nproc", [2, 4])
-def test_plan_state_and_collectives_equal_the_real_run(scaling_runs, nproc):
+def test_plan_state_and_collectives_equal_the_real_run(request, nproc, hsdp):
+    from mythos.parallel.accounting import split_by_span
     from mythos.train.planner import dry_run
-    real = scaling_runs[(nproc, 3, 1)]
-    plan = dry_run(_cfg(nproc), nproc, rank=0, memory=False)
+    real = (request.getfixturevalue("hsdp_runs")[nproc] if hsdp
+            else request.getfixturevalue("scaling_runs")[(nproc, 3, 1)])
+    plan = dry_run(_cfg(nproc, hsdp), nproc, rank=0, memory=False)
     assert plan["state_bytes"] == real[0]["state"]
+    assert plan["dim_spans"] == real[0]["spans"]
+    if hsdp:
+        assert "all_reduce@dp_replicate" in plan["collectives"] and plan["dim_spans"]["dp_replicate"] == "inter"
+        assert plan["collective_bytes"]["inter_group"] > 0
+    mean = {k: {**v, "bytes": sum(r["comm"][k]["bytes"] for r in real) / nproc} for k, v in real[0]["comm"].items()}
+    assert plan["collective_bytes"] == split_by_span(mean, real[0]["spans"])
     got, want = plan["collectives"], real[0]["comm"]
     assert set(got) == set(want)
     for key in want:

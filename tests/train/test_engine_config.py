@@ -29,7 +29,7 @@ def test_bad_parallel_settings_name_the_key(overrides, key):
 
 
 def test_expert_parallel_with_deepspeed_says_why():
-    with pytest.raises(UserError, match="deepspeed.*not supported.*use backend fsdp"):
+    with pytest.raises(UserError, match='deepspeed.*not supported.*use parallel.backend = "fsdp"'):
         _cfg(**{"parallel.backend": "deepspeed", "parallel.ep": 2})
 
 
