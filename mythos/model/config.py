@@ -64,7 +64,7 @@ class MoEConfig:
 
 @dataclass
 class InjectionConfig:
-    kind: str = "parcae"  # parcae | openmythos | unconstrained (A full, unbounded: stability control only)
+    kind: str = "parcae"  # parcae | openmythos | additive (u = h + e) | unconstrained (A unbounded: stability control)
     a_init: float = 0.5  # initial per-channel decay a (parcae: A_log chosen so a = a_init at dt init)
     dt_init: float = 1.0  # initial softplus(dt)
 
@@ -193,7 +193,7 @@ class ModelConfig:
             bad("moe.top_k", f"must be <= moe.n_routed ({m.n_routed}), got {m.top_k}")
         choice("moe.score", m.score, ("sigmoid", "softmax"))
         inj = self.injection
-        choice("injection.kind", inj.kind, ("parcae", "openmythos", "unconstrained"))
+        choice("injection.kind", inj.kind, ("parcae", "openmythos", "additive", "unconstrained"))
         if not 0.0 < inj.a_init < 1.0:
             bad("injection.a_init", f"expected a value in (0, 1), got {inj.a_init}")
         positive("injection.dt_init", inj.dt_init)

@@ -31,7 +31,20 @@ from mythos.research.synthetic import to_device, train_arm
 from mythos.research.tasks import PrefixParity, curriculum_max_n
 
 HEADLINE_ARMS = ("loops=n", "independent", "dense-params", "dense-flops")
-ARMS = HEADLINE_ARMS + ("loops=n-nopos",)
+# Ablations of the loops=n arm (issue 21 item 2): name -> (part, setting, the change to loops=n's config). loops=n
+# itself is every part's other row (RoPE, no loop embedding, no LoRA, parcae, h0 = 0, no prelude/coda).
+ABLATIONS = {
+    "loops=n-nopos": ("position", "none", lambda c: c.attention.__setattr__("position", "none")),
+    "loops=n+loopemb": ("loop-index embedding", "on", lambda c: setattr(c, "loop_embedding", True)),
+    "loops=n+lora": ("per-loop LoRA", "rank 8", lambda c: setattr(c, "lora_rank", 8)),
+    "loops=n-openmythos": ("injection", "openmythos", lambda c: c.injection.__setattr__("kind", "openmythos")),
+    "loops=n-additive": ("injection", "additive", lambda c: c.injection.__setattr__("kind", "additive")),
+    "loops=n-h0embed": ("state init", "embed", lambda c: c.loops.__setattr__("state_init", "embed")),
+    "loops=n+prelude-coda": ("prelude + coda", "1 + 1", lambda c: (setattr(c, "n_prelude", 1), setattr(c, "n_coda", 1))),
+}
+BASELINE_SETTINGS = {"position": "rope", "loop-index embedding": "off", "per-loop LoRA": "off", "injection": "parcae",
+                     "state init": "zero", "prelude + coda": "off"}
+ARMS = HEADLINE_ARMS + tuple(ABLATIONS)
 SCHEDULES = ("n/2", "n", "2n")
 
 
@@ -72,7 +85,7 @@ def schedule_loops(schedule: str, n: int) -> int:
     return {"n/2": max(1, math.ceil(n / 2)), "n": n, "2n": 2 * n}[schedule]
 
 
-def looped_config(s: ParityScale, loops_eq_n: bool, position: str = "rope") -> ModelConfig:
+def looped_config(s: ParityScale, loops_eq_n: bool) -> ModelConfig:
     """Issue 21's model: rdt, no prelude/coda/LoRA/loop embedding, 4 routed + 1 shared expert, backprop through
     every loop."""
     loops = (LoopConfig(distribution="fixed", mean=float(s.n_train), min=1, max=s.n_train, backprop_k=0,
@@ -81,7 +94,7 @@ def looped_config(s: ParityScale, loops_eq_n: bool, position: str = "rope") -> M
                         inference=round(s.indep_mean)))
     return ModelConfig(vocab_size=PrefixParity.vocab_size, dim=s.dim, n_heads=4, n_prelude=0, n_coda=0,
                        lora_rank=0, loop_embedding=False, loops=loops,
-                       attention=AttentionConfig(kind="gqa", position=position),
+                       attention=AttentionConfig(kind="gqa"),
                        moe=MoEConfig(n_routed=4, top_k=2, expert_dim=2 * s.dim, n_shared=1)).validate()
 
 
@@ -101,8 +114,10 @@ def dense_matching_flops(looped: ModelConfig, n_layers: int) -> ModelConfig:
 def arm_config(name: str, s: ParityScale) -> ModelConfig:
     if name == "loops=n":
         return looped_config(s, True)
-    if name == "loops=n-nopos":
-        return looped_config(s, True, "none")
+    if name in ABLATIONS:
+        cfg = looped_config(s, True)
+        ABLATIONS[name][2](cfg)
+        return cfg.validate()
     if name == "independent":
         return looped_config(s, False)
     if name == "dense-params":
