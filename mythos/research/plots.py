@@ -103,7 +103,9 @@ _ARM_ORDER = ("loops=n", "independent", "loops=n-nopos", "dense-params", "dense-
 
 
 def _parity_arms(res: dict) -> list[str]:
+    """The headline arms and the no-RoPE ablation (the other ablations have their own table and plot)."""
     arms = {r["arm"] for r in res["runs"].values()}
+    arms = (arms & set(_ARM_ORDER)) or arms
     return sorted(arms, key=lambda a: (_ARM_ORDER.index(a) if a in _ARM_ORDER else len(_ARM_ORDER), a))
 
 
