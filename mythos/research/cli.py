@@ -2,7 +2,9 @@
 
   khop       (a) pointer following in context: train k <= 4 hops, test k <= 8 at 1..24 loops, 4 arms
   parity     (a) "think longer": prefix parity, curriculum to n = 12, test n <= 24 at n/2, n, 2n loops; arms
-                 loops=n, independent loops, dense (params), dense (FLOPs) [+ loops=n-nopos]; resumes
+                 loops=n, independent loops, dense (params), dense (FLOPs); ablations of loops=n (--arms
+                 loops=n-nopos, loops=n+loopemb, loops=n+lora, loops=n-openmythos, loops=n-additive,
+                 loops=n-h0embed, loops=n+prelude-coda); act (halting, not told n: loops used against n); resumes
   lm         (b) language (stdlib corpus): loss vs params / FLOPs, loss vs inference loops (fixed vs sampled),
                  why the demo's loss is flat across loop counts
   stability  (c) LTI injection vs unconstrained injection at 1x / 3x / 10x the learning rate

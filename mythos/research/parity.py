@@ -6,7 +6,8 @@ Task (tasks.PrefixParity): BOS + n bits, target at each bit = parity so far; one
   independent     the same model, loops ~ Poisson(6) clamped to [1, 12] per step, whatever n (the old recipe)
   dense-params    a plain Transformer with about the looped model's parameter count
   dense-flops     n_train dense layers, FFN widened to the looped model's FLOPs/token at n_train loops
-  loops=n-nopos   ablation: loops=n with `attention.position = "none"` (no RoPE)
+  ablations       loops=n with one part changed (ABLATIONS: no RoPE, loop embedding, LoRA, injection, h0, prelude/coda)
+  act             loops=n's model with ACT halting, run n_train loops whatever n: does halting spend more on longer n?
 Evaluation: every length 1 .. 2 n_train, looped arms at n/2, n and 2n loops; accuracy at every position.
 
 Each (arm, seed) writes OUT/parity/<scale>/runs/<arm>_s<seed>.json when it finishes, with a fingerprint of its
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from mythos.model import AttentionConfig, LoopConfig, ModelConfig, MoEConfig, Mythos, model_stats
+from mythos.model import ACTConfig, AttentionConfig, LoopConfig, ModelConfig, MoEConfig, Mythos, model_stats
 from mythos.research.depth import dense_config, dense_layers_matching_params
 from mythos.research.jobs import run_pieces
 from mythos.research.synthetic import to_device, train_arm
@@ -44,7 +45,10 @@ ABLATIONS = {
 }
 BASELINE_SETTINGS = {"position": "rope", "loop-index embedding": "off", "per-loop LoRA": "off", "injection": "parcae",
                      "state init": "zero", "prelude + coda": "off"}
-ARMS = HEADLINE_ARMS + tuple(ABLATIONS)
+# ACT (issue 21 item 3): the loops=n model with halting, run for a fixed n_train loops whatever n (it is not told
+# n), evaluated with at most n_train and 2 n_train loops; each position's loops used are recorded.
+ACT_PONDER = 1e-2
+ARMS = HEADLINE_ARMS + tuple(ABLATIONS) + ("act",)
 SCHEDULES = ("n/2", "n", "2n")
 
 
@@ -114,6 +118,10 @@ def dense_matching_flops(looped: ModelConfig, n_layers: int) -> ModelConfig:
 def arm_config(name: str, s: ParityScale) -> ModelConfig:
     if name == "loops=n":
         return looped_config(s, True)
+    if name == "act":
+        cfg = looped_config(s, True)
+        cfg.act = ACTConfig(enabled=True, ponder_weight=ACT_PONDER, threshold=0.99)
+        return cfg.validate()
     if name in ABLATIONS:
         cfg = looped_config(s, True)
         ABLATIONS[name][2](cfg)
@@ -140,13 +148,18 @@ def eval_batches(s: ParityScale) -> dict[int, object]:
 
 
 @torch.no_grad()
-def position_accuracy(model: Mythos, batches: dict[int, object], loops_of_n) -> dict[str, list[float]]:
-    """Length -> accuracy at each bit position 1..n, with loops_of_n(n) loops (None: dense)."""
+def position_accuracy(model: Mythos, batches: dict[int, object], loops_of_n,
+                      steps: dict | None = None) -> dict[str, list[float]]:
+    """Length -> accuracy at each bit position 1..n, with loops_of_n(n) loops (None: dense). With ACT and a `steps`
+    dict, also length -> mean loops each bit position ran before halting."""
     model.eval()
     out = {}
     for n, b in batches.items():
-        pred = model(b.tokens_BT, n_loops=loops_of_n(n)).logits_BTV[:, 1:].argmax(-1)
+        res = model(b.tokens_BT, n_loops=loops_of_n(n))
+        pred = res.logits_BTV[:, 1:].argmax(-1)
         out[str(n)] = (pred == b.targets_BT[:, 1:]).float().mean(0).tolist()
+        if steps is not None and res.halt_steps_BT is not None:
+            steps[str(n)] = res.halt_steps_BT[:, 1:].float().mean(0).tolist()
     return out
 
 
@@ -155,7 +168,7 @@ def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
     cfg = arm_config(name, s)
     task = PrefixParity()
     looped = cfg.mode == "rdt"
-    loops_eq_n = looped and cfg.loops.distribution == "fixed"
+    loops_eq_n = looped and cfg.loops.distribution == "fixed" and not cfg.act.enabled
     batches = eval_batches(s)
 
     def sample(step, gen):
@@ -169,7 +182,11 @@ def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
                            loops_fn=(lambda step, b: int(b.k_B[0])) if loops_eq_n else None,
                            eval_loops=(lambda n: n) if loops_eq_n else None)
     t0 = time.perf_counter()
-    if looped:
+    loops_used = {}
+    if cfg.act.enabled:  # at most n_train (as trained) and 2 n_train loops: halting decides how many each bit uses
+        acc = {f"max {c}": position_accuracy(model, batches, lambda n, c=c: c, loops_used.setdefault(f"max {c}", {}))
+               for c in (s.n_train, s.n_test)}
+    elif looped:
         acc = {sch: position_accuracy(model, batches, lambda n, sch=sch: schedule_loops(sch, n)) for sch in SCHEDULES}
     else:
         acc = {"dense": position_accuracy(model, batches, lambda n: None)}
@@ -177,7 +194,8 @@ def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
     return {"arm": name, "seed": seed, "fingerprint": fingerprint(name, s, seed), "params": stats["total_params"],
             "flops_per_token": stats["flops_per_token"], "train_seconds": res.seconds,
             "eval_seconds": time.perf_counter() - t0, "curve": res.curve, "position_acc": acc,
-            "last_bit": {sch: {n: row[-1] for n, row in rows.items()} for sch, rows in acc.items()}}
+            "last_bit": {sch: {n: row[-1] for n, row in rows.items()} for sch, rows in acc.items()},
+            **({"loops_used": loops_used} if loops_used else {})}
 
 
 def load_done(runs_dir: Path, s: ParityScale) -> dict[tuple[str, int], dict]:
@@ -222,7 +240,7 @@ def markdown_table(res: dict) -> str:
 def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, jobs: int = 1,
                arms: list[str] | None = None, seeds: list[int] | None = None, on_progress=None):
     """Run the missing (arm, seed) pairs, then aggregate every finished run on disk into results + plots."""
-    from mythos.research import plots
+    from mythos.research import parity_report, plots
     s = SCALES[scale]
     if steps:
         s = dataclasses.replace(s, steps=steps)
@@ -259,8 +277,16 @@ def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, j
     run_pieces(train_one, [(f"{a}_s{sd}", (a, s, sd, log if jobs <= 1 else print)) for a, sd in todo], jobs,
                finished)
     full = with_runs()
-    if done:
+    arms_done = {a for a, _ in done}
+    files = []
+    if arms_done & set(HEADLINE_ARMS):
         (out_dir / "summary.md").write_text(markdown_table(full))
-    files = [plots.parity_vs_length(full, out_dir / "parity_vs_length.png"),
-             plots.parity_by_position(full, out_dir / "parity_by_position.png")] if done else []
+        files += [plots.parity_vs_length(full, out_dir / "parity_vs_length.png"),
+                  plots.parity_by_position(full, out_dir / "parity_by_position.png")]
+    if arms_done & set(ABLATIONS):
+        (out_dir / "ablations.md").write_text(parity_report.ablation_table(full, ABLATIONS, BASELINE_SETTINGS))
+        files.append(plots.parity_ablations(full, list(ABLATIONS), out_dir / "parity_ablations.png"))
+    if "act" in arms_done:
+        (out_dir / "act.md").write_text(parity_report.act_table(full))
+        files.append(plots.parity_act(full, out_dir / "parity_act.png"))
     return results(), files
