@@ -41,7 +41,8 @@ ABLATIONS = {
     "loops=n-openmythos": ("injection", "openmythos", lambda c: c.injection.__setattr__("kind", "openmythos")),
     "loops=n-additive": ("injection", "additive", lambda c: c.injection.__setattr__("kind", "additive")),
     "loops=n-h0embed": ("state init", "embed", lambda c: c.loops.__setattr__("state_init", "embed")),
-    "loops=n+prelude-coda": ("prelude + coda", "1 + 1", lambda c: (setattr(c, "n_prelude", 1), setattr(c, "n_coda", 1))),
+    "loops=n+prelude-coda": ("prelude + coda", "1 + 1",
+                             lambda c: (setattr(c, "n_prelude", 1), setattr(c, "n_coda", 1))),
 }
 BASELINE_SETTINGS = {"position": "rope", "loop-index embedding": "off", "per-loop LoRA": "off", "injection": "parcae",
                      "state init": "zero", "prelude + coda": "off"}
