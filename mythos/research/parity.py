@@ -164,6 +164,27 @@ def position_accuracy(model: Mythos, batches: dict[int, object], loops_of_n,
     return out
 
 
+def sample_batch(s: ParityScale, task: PrefixParity, step: int, gen: torch.Generator):
+    """The training batch of `step`: one n uniform in [1, the curriculum's max n], `batch` rows of n bits."""
+    n = 1 + int(torch.randint(curriculum_max_n(step, s.steps, s.n_start, s.n_train), (1,), generator=gen))
+    return task.sample(s.batch, n, gen)
+
+
+def training_draws(name: str, s: ParityScale, seed: int) -> list[tuple[int, int]]:
+    """(bits, loops) of every training step of a run, replayed from its seed without training (what an arm saw)."""
+    from mythos.model import LoopSampler
+    from mythos.research.synthetic import data_generator
+    from mythos.train.trainer import loops_for_step
+    cfg, task, gen = arm_config(name, s), PrefixParity(), data_generator(seed)
+    sampler = LoopSampler(cfg.loops)
+    out = []
+    for step in range(s.steps):
+        n = int(sample_batch(s, task, step, gen).k_B[0])
+        fixed_n = cfg.loops.distribution == "fixed" and not cfg.act.enabled
+        out.append((n, n if fixed_n else loops_for_step(sampler, seed, step)))
+    return out
+
+
 def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
     """Train one arm at one seed and evaluate it on every length and loop schedule. Self-contained (worker-safe)."""
     cfg = arm_config(name, s)
@@ -172,14 +193,10 @@ def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
     loops_eq_n = looped and cfg.loops.distribution == "fixed" and not cfg.act.enabled
     batches = eval_batches(s)
 
-    def sample(step, gen):
-        n = 1 + int(torch.randint(curriculum_max_n(step, s.steps, s.n_start, s.n_train), (1,), generator=gen))
-        return task.sample(s.batch, n, gen)
-
     curve_n = sorted({max(1, s.n_train // 3), 2 * s.n_train // 3, s.n_train})
     model, res = train_arm(name, cfg, task, train_k=[], steps=s.steps, batch=s.batch, lr=s.lr, seed=seed,
                            eval_every=max(1, s.steps // 10), eval_batches={n: batches[n] for n in curve_n},
-                           device=s.device, log=log, sample=sample,
+                           device=s.device, log=log, sample=lambda step, gen: sample_batch(s, task, step, gen),
                            loops_fn=(lambda step, b: int(b.k_B[0])) if loops_eq_n else None,
                            eval_loops=(lambda n: n) if loops_eq_n else None)
     t0 = time.perf_counter()

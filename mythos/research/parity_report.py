@@ -54,3 +54,13 @@ def act_table(res: dict) -> str:
         cells += [_per_seed(base, "n", n)] if base else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def draws_summary(draws: list[tuple[int, int]], long_n: int = 10, few_loops: int = 4) -> dict:
+    """What a run's training saw (parity.training_draws): mean loops, their correlation with n, the share of steps
+    with loops >= n, and the steps with a long input (n >= long_n) but few loops (<= few_loops)."""
+    import torch
+    n, loops = (torch.tensor(x, dtype=torch.float64) for x in zip(*draws))
+    return {"mean_loops": float(loops.mean()), "corr_n_loops": float(torch.corrcoef(torch.stack([n, loops]))[0, 1]),
+            "frac_loops_ge_n": float((loops >= n).double().mean()),
+            "long_few_steps": int(((n >= long_n) & (loops <= few_loops)).sum())}

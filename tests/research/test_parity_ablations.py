@@ -83,3 +83,21 @@ def test_ablation_and_act_tiny_smoke(tmp_path):
         assert sum(f"| {arm} |" in line for line in table) == 1
     act = (out / "act.md").read_text().splitlines()
     assert len(act) == 2 + res["scale"]["n_test"] and all(line.count("|") == act[0].count("|") for line in act)
+
+
+def test_training_draws_replay_what_the_run_saw(monkeypatch):
+    """training_draws gives the (bits, loops) of every step the trainer actually ran (the independent-arm analysis)."""
+    calls = []
+    real = Mythos.forward
+
+    def forward(self, tokens_BT, n_loops=None, cache=None):
+        if self.training:
+            calls.append((tokens_BT.shape[1] - 1, n_loops))
+        return real(self, tokens_BT, n_loops=n_loops, cache=cache)
+
+    monkeypatch.setattr(Mythos, "forward", forward)
+    s = dataclasses.replace(parity.SCALES["tiny"], steps=20)
+    for arm in ("independent", "loops=n"):
+        calls.clear()
+        parity.train_one(arm, s, 1, log=lambda m: None)
+        assert parity.training_draws(arm, s, 1) == calls
