@@ -30,6 +30,15 @@ class Batch:
     answer_pos_B: torch.Tensor  # the position scored for the per-k accuracy (the last, hardest, target)
 
 
+def empty_rows(what: str, batch: int, seq_len: int, k_values: list[int], max_k: int, gen: torch.Generator):
+    """Token and target buffers (targets -100: not scored) and each row's difficulty drawn from k_values."""
+    if max(k_values) > max_k or min(k_values) < 1:
+        raise ValueError(f"{what} must be in [1, {max_k}], got {k_values}")
+    toks = torch.empty(batch, seq_len, dtype=torch.long)
+    tgt = torch.full((batch, seq_len), -100, dtype=torch.long)
+    return toks, tgt, torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
+
+
 class KHop:
     name = "khop"
 
@@ -49,11 +58,7 @@ class KHop:
 
     def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
         n, s = self.n, self.s
-        if max(k_values) > self.max_k or min(k_values) < 1:
-            raise ValueError(f"khop k must be in [1, {self.max_k}], got {k_values}")
-        toks = torch.empty(batch, self.seq_len, dtype=torch.long)
-        tgt = torch.full((batch, self.seq_len), -100, dtype=torch.long)
-        ks = torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
+        toks, tgt, ks = empty_rows("khop k", batch, self.seq_len, k_values, self.max_k, gen)
         for b in range(batch):
             k = int(ks[b])
             perm = torch.randperm(n, generator=gen).tolist()
@@ -131,11 +136,7 @@ class PHop:
         return v[i]
 
     def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
-        if max(k_values) > self.max_p or min(k_values) < 1:
-            raise ValueError(f"p-hop p must be in [1, {self.max_p}], got {k_values}")
-        toks = torch.empty(batch, self.seq_len, dtype=torch.long)
-        tgt = torch.full((batch, self.seq_len), -100, dtype=torch.long)
-        ps = torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
+        toks, tgt, ps = empty_rows("p-hop p", batch, self.seq_len, k_values, self.max_p, gen)
         for b in range(batch):
             p = int(ps[b])
             while True:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from mythos.model import Mythos
 from mythos.research import parity
 from mythos.research.cli import main
+from tests.research.helpers import spy_forwards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RUNS = Path(__file__).resolve().parents[2] / "docs" / "research" / "results" / "parity" / "cpu" / "runs"
@@ -46,14 +46,7 @@ def test_committed_runs_keep_their_fingerprints():
 
 
 def test_act_arm_runs_n_train_loops_and_records_loops_used(monkeypatch):
-    calls = []
-    real = Mythos.forward
-
-    def forward(self, tokens_BT, n_loops=None, cache=None):
-        calls.append((self.training, n_loops, tokens_BT.shape[1] - 1))
-        return real(self, tokens_BT, n_loops=n_loops, cache=cache)
-
-    monkeypatch.setattr(Mythos, "forward", forward)
+    calls = spy_forwards(monkeypatch)
     s = parity.SCALES["tiny"]
     row = parity.train_one("act", s, 0, log=lambda m: None)
     train = [(n, bits) for training, n, bits in calls if training]
@@ -87,17 +80,9 @@ def test_ablation_and_act_tiny_smoke(tmp_path):
 
 def test_training_draws_replay_what_the_run_saw(monkeypatch):
     """training_draws gives the (bits, loops) of every step the trainer actually ran (the independent-arm analysis)."""
-    calls = []
-    real = Mythos.forward
-
-    def forward(self, tokens_BT, n_loops=None, cache=None):
-        if self.training:
-            calls.append((tokens_BT.shape[1] - 1, n_loops))
-        return real(self, tokens_BT, n_loops=n_loops, cache=cache)
-
-    monkeypatch.setattr(Mythos, "forward", forward)
+    calls = spy_forwards(monkeypatch)
     s = dataclasses.replace(parity.SCALES["tiny"], steps=20)
     for arm in ("independent", "loops=n"):
         calls.clear()
         parity.train_one(arm, s, 1, log=lambda m: None)
-        assert parity.training_draws(arm, s, 1) == calls
+        assert parity.training_draws(arm, s, 1) == [(bits, n) for training, n, bits in calls if training]
