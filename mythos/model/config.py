@@ -72,9 +72,9 @@ class MoEConfig:
 class InjectionConfig:
     """How the prelude output e re-enters the loop state each iteration (u = a * h + dt * B e)."""
 
-    # parcae: stable by construction (a in (0, 1)); openmythos: its scalar dt and vector B; unconstrained: A full and
-    # unbounded (a stability control only)
-    kind: Literal["parcae", "openmythos", "unconstrained"] = "parcae"
+    # parcae: stable by construction (a in (0, 1)); openmythos: its scalar dt and vector B; additive: u = h + e (no
+    # parameters); unconstrained: A full and unbounded (a stability control only)
+    kind: Literal["parcae", "openmythos", "additive", "unconstrained"] = "parcae"
     a_init: float = 0.5  # initial per-channel decay a (parcae: A_log chosen so a = a_init at dt init)
     dt_init: float = 1.0  # initial softplus(dt)
 

@@ -8,6 +8,7 @@ openmythos (the OpenMythos reconstruction):  h' = a ⊙ h + b ⊙ e + Block(h + 
     a per channel from a SCALAR dt (a = exp(-softplus(dt) · exp(A_log))), b a vector — kept for comparison runs.
 unconstrained (the stability experiment's control):  u = A h + B e,  then h' = Block(u)
     A and B full [D, D] matrices with no bound (A starts at a_init · I, B at I): nothing keeps ρ(A) < 1.
+additive (the ablation baseline, no parameters):  u = h + e,  then h' = Block(u)   (a = 1: no decay, no gain)
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class Injection(nn.Module):
         d, inj = cfg.dim, cfg.injection
         self.kind = inj.kind
         self.dt_init, self.a_init = inj.dt_init, inj.a_init
+        if self.kind == "additive":
+            return
         if self.kind == "unconstrained":
             self.A = nn.Parameter(torch.empty(d, d))
             self.B = nn.Parameter(torch.empty(d, d))
@@ -69,9 +72,12 @@ class Injection(nn.Module):
         return F.softplus(self.dt.float())
 
     def decay(self) -> torch.Tensor:
-        """unconstrained: the largest singular value of A (an upper bound on how much one loop can grow h).
+        """additive: 1 (u = h + e). unconstrained: the largest singular value of A (an upper bound on how much one
+        loop can grow h).
         Otherwise a = exp(-softplus(dt) · exp(A_log)) ∈ (0, 1) per channel (fp32). The product is clamped to
         [1e-30, 80] so that dt → -1e4 (Δ underflows to 0) still gives a < 1 and +1e4 gives a > 0, never inf·0."""
+        if self.kind == "additive":
+            return torch.ones(1)
         if self.kind == "unconstrained":
             return torch.linalg.matrix_norm(self.A.detach().float(), ord=2)[None]
         x = (self.delta() * torch.exp(self.A_log.float().clamp(max=40.0))).clamp(min=1e-30, max=80.0)
@@ -79,6 +85,8 @@ class Injection(nn.Module):
 
     def forward(self, h_BTD: torch.Tensor, e_BTD: torch.Tensor) -> torch.Tensor:
         """parcae: the block input u. openmythos: the part a⊙h + b⊙e that is added to Block(h + e)."""
+        if self.kind == "additive":
+            return h_BTD + e_BTD
         if self.kind == "unconstrained":
             return F.linear(h_BTD, self.A) + F.linear(e_BTD, self.B)
         a = self.decay().to(h_BTD.dtype)

@@ -43,6 +43,7 @@ class ModelOutput:
     halt_stats: dict[str, torch.Tensor] = field(default_factory=dict)  # {} when ACT is off
     injection_decay_max: torch.Tensor | float = 0.0  # max over channels of a (< 1); 0.0 in dense mode
     n_loops: int = 0
+    halt_steps_BT: torch.Tensor | None = None  # ACT: loops each position ran before it halted (detached); else None
 
 
 class Mythos(nn.Module):
@@ -198,7 +199,8 @@ class Mythos(nn.Module):
             stats = {}
         with torch.no_grad():
             decay_max = self.recurrence.injection.decay().max()
-        out = ModelOutput(None, aux, ponder, load_LE, torch.stack(norms), stats, decay_max, n)
+        out = ModelOutput(None, aux, ponder, load_LE, torch.stack(norms), stats, decay_max, n,
+                          act.steps_BT.detach() if act is not None else None)
         return self.loop_norm(x_BTD), out
 
     # ---- generation -------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ class Recurrence(nn.Module):
 
         parcae:      h' = Block(a⊙h + Δ⊙(B e) + s_t)                    (+ LoRA_t on the block output)
         unconstrained: as parcae with u = A h + B e (no bound on A; the stability experiment's control)
+        additive:    as parcae with u = h + e (no parameters; the ablation baseline)
         openmythos:  h' = a⊙h + b⊙e + [Block(h + e + s_t) - (h + e + s_t)]  (the block's residual branches only)
         """
         u = self.injection(h_BTD, e_BTD) if self.kind != "openmythos" else h_BTD + e_BTD

@@ -2,7 +2,10 @@
 
   khop       (a) pointer following in context: train k <= 4 hops, test k <= 8 at 1..24 loops, 4 arms
   parity     (a) "think longer": prefix parity, curriculum to n = 12, test n <= 24 at n/2, n, 2n loops; arms
-                 loops=n, independent loops, dense (params), dense (FLOPs) [+ loops=n-nopos]; resumes
+                 loops=n, independent loops, dense (params), dense (FLOPs); ablations of loops=n (--arms
+                 loops=n-nopos, loops=n+loopemb, loops=n+lora, loops=n-openmythos, loops=n-additive,
+                 loops=n-h0embed, loops=n+prelude-coda); act (halting, not told n: loops used against n); resumes
+  isodepth   (a) p-hop induction: one block looped L times vs L dense layers vs 1 dense layer; resumes
   lm         (b) language (stdlib corpus): loss vs params / FLOPs, loss vs inference loops (fixed vs sampled),
                  why the demo's loss is flat across loop counts
   stability  (c) LTI injection vs unconstrained injection at 1x / 3x / 10x the learning rate
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from mythos.errors import UserError, cli_entry
 
-EXPERIMENTS = ("khop", "parity", "lm", "stability", "act")
+EXPERIMENTS = ("khop", "parity", "isodepth", "lm", "stability", "act")
 
 
 def _finite(x):
@@ -44,7 +47,7 @@ def write_results(out_dir: Path, results: dict) -> Path:
 def run(experiment: str, out_dir: Path, scale: str, **kw) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    log_file = (out_dir / "log.txt").open("a" if experiment == "parity" else "w")
+    log_file = (out_dir / "log.txt").open("a" if experiment in ("parity", "isodepth") else "w")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -56,6 +59,11 @@ def run(experiment: str, out_dir: Path, scale: str, **kw) -> dict:
         results, files = run_parity(out_dir, scale, log=log, steps=kw.get("steps"), jobs=kw.get("jobs") or 1,
                                     arms=kw.get("arms"), seeds=kw.get("seeds"),
                                     on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
+    elif experiment == "isodepth":
+        from mythos.research.isodepth import run_isodepth
+        results, files = run_isodepth(out_dir, scale, log=log, steps=kw.get("steps"), jobs=kw.get("jobs") or 1,
+                                      seeds=kw.get("seeds"),
+                                      on_progress=lambda partial: write_results(out_dir, {**partial, "partial": True}))
     elif experiment == "khop":
         from mythos.research import plots
         from mythos.research.depth import run_depth
@@ -91,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiment", choices=EXPERIMENTS)
     p.add_argument("--out", default="runs/research", help="results go to OUT/EXPERIMENT/ (default runs/research)")
     p.add_argument("--scale", default="cpu", choices=("tiny", "cpu", "gpu"))
-    p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (khop/parity)")
-    p.add_argument("--jobs", type=int, default=1, help="khop/parity/lm: arms or runs trained at once in worker processes")
+    p.add_argument("--steps", type=int, default=None, help="override the scale's training steps (khop/parity/isodepth)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="khop/parity/isodepth/lm: arms or runs trained at once in worker processes")
     p.add_argument("--arms", default=None, help="parity: comma-separated arms (default the four headline arms)")
-    p.add_argument("--seeds", default=None, help="parity: comma-separated seeds (default the scale's)")
+    p.add_argument("--seeds", default=None, help="parity/isodepth: comma-separated seeds (default the scale's)")
     p.add_argument("--data", default=None, help="lm/stability/act: a prepared corpus directory (default data/stdlib)")
     args = p.parse_args(argv)
     if args.steps is not None and args.steps < 1:

@@ -6,7 +6,8 @@ Task (tasks.PrefixParity): BOS + n bits, target at each bit = parity so far; one
   independent     the same model, loops ~ Poisson(6) clamped to [1, 12] per step, whatever n (the old recipe)
   dense-params    a plain Transformer with about the looped model's parameter count
   dense-flops     n_train dense layers, FFN widened to the looped model's FLOPs/token at n_train loops
-  loops=n-nopos   ablation: loops=n with `attention.position = "none"` (no RoPE)
+  ablations       loops=n with one part changed (ABLATIONS: no RoPE, loop embedding, LoRA, injection, h0, prelude/coda)
+  act             loops=n's model with ACT halting, run n_train loops whatever n: does halting spend more on longer n?
 Evaluation: every length 1 .. 2 n_train, looped arms at n/2, n and 2n loops; accuracy at every position.
 
 Each (arm, seed) writes OUT/parity/<scale>/runs/<arm>_s<seed>.json when it finishes, with a fingerprint of its
@@ -24,14 +25,31 @@ from pathlib import Path
 
 import torch
 
-from mythos.model import AttentionConfig, LoopConfig, ModelConfig, MoEConfig, Mythos, model_stats
+from mythos.model import ACTConfig, AttentionConfig, LoopConfig, ModelConfig, MoEConfig, Mythos, model_stats
 from mythos.research.depth import dense_config, dense_layers_matching_params
 from mythos.research.jobs import run_pieces
 from mythos.research.synthetic import to_device, train_arm
 from mythos.research.tasks import PrefixParity, curriculum_max_n
 
 HEADLINE_ARMS = ("loops=n", "independent", "dense-params", "dense-flops")
-ARMS = HEADLINE_ARMS + ("loops=n-nopos",)
+# Ablations of the loops=n arm (issue 21 item 2): name -> (part, setting, the change to loops=n's config). loops=n
+# itself is every part's other row (RoPE, no loop embedding, no LoRA, parcae, h0 = 0, no prelude/coda).
+ABLATIONS = {
+    "loops=n-nopos": ("position", "none", lambda c: c.attention.__setattr__("position", "none")),
+    "loops=n+loopemb": ("loop-index embedding", "on", lambda c: setattr(c, "loop_embedding", True)),
+    "loops=n+lora": ("per-loop LoRA", "rank 8", lambda c: setattr(c, "lora_rank", 8)),
+    "loops=n-openmythos": ("injection", "openmythos", lambda c: c.injection.__setattr__("kind", "openmythos")),
+    "loops=n-additive": ("injection", "additive", lambda c: c.injection.__setattr__("kind", "additive")),
+    "loops=n-h0embed": ("state init", "embed", lambda c: c.loops.__setattr__("state_init", "embed")),
+    "loops=n+prelude-coda": ("prelude + coda", "1 + 1",
+                             lambda c: (setattr(c, "n_prelude", 1), setattr(c, "n_coda", 1))),
+}
+BASELINE_SETTINGS = {"position": "rope", "loop-index embedding": "off", "per-loop LoRA": "off", "injection": "parcae",
+                     "state init": "zero", "prelude + coda": "off"}
+# ACT (issue 21 item 3): the loops=n model with halting, run for a fixed n_train loops whatever n (it is not told
+# n), evaluated with at most n_train and 2 n_train loops; each position's loops used are recorded.
+ACT_PONDER = 1e-2
+ARMS = HEADLINE_ARMS + tuple(ABLATIONS) + ("act",)
 SCHEDULES = ("n/2", "n", "2n")
 
 
@@ -72,7 +90,7 @@ def schedule_loops(schedule: str, n: int) -> int:
     return {"n/2": max(1, math.ceil(n / 2)), "n": n, "2n": 2 * n}[schedule]
 
 
-def looped_config(s: ParityScale, loops_eq_n: bool, position: str = "rope") -> ModelConfig:
+def looped_config(s: ParityScale, loops_eq_n: bool) -> ModelConfig:
     """Issue 21's model: rdt, no prelude/coda/LoRA/loop embedding, 4 routed + 1 shared expert, backprop through
     every loop."""
     loops = (LoopConfig(distribution="fixed", mean=float(s.n_train), min=1, max=s.n_train, backprop_k=0,
@@ -81,7 +99,7 @@ def looped_config(s: ParityScale, loops_eq_n: bool, position: str = "rope") -> M
                         inference=round(s.indep_mean)))
     return ModelConfig(vocab_size=PrefixParity.vocab_size, dim=s.dim, n_heads=4, n_prelude=0, n_coda=0,
                        lora_rank=0, loop_embedding=False, loops=loops,
-                       attention=AttentionConfig(kind="gqa", position=position),
+                       attention=AttentionConfig(kind="gqa"),
                        moe=MoEConfig(n_routed=4, top_k=2, expert_dim=2 * s.dim, n_shared=1)).validate()
 
 
@@ -101,8 +119,14 @@ def dense_matching_flops(looped: ModelConfig, n_layers: int) -> ModelConfig:
 def arm_config(name: str, s: ParityScale) -> ModelConfig:
     if name == "loops=n":
         return looped_config(s, True)
-    if name == "loops=n-nopos":
-        return looped_config(s, True, "none")
+    if name == "act":
+        cfg = looped_config(s, True)
+        cfg.act = ACTConfig(enabled=True, ponder_weight=ACT_PONDER, threshold=0.99)
+        return cfg.validate()
+    if name in ABLATIONS:
+        cfg = looped_config(s, True)
+        ABLATIONS[name][2](cfg)
+        return cfg.validate()
     if name == "independent":
         return looped_config(s, False)
     if name == "dense-params":
@@ -125,13 +149,39 @@ def eval_batches(s: ParityScale) -> dict[int, object]:
 
 
 @torch.no_grad()
-def position_accuracy(model: Mythos, batches: dict[int, object], loops_of_n) -> dict[str, list[float]]:
-    """Length -> accuracy at each bit position 1..n, with loops_of_n(n) loops (None: dense)."""
+def position_accuracy(model: Mythos, batches: dict[int, object], loops_of_n,
+                      steps: dict | None = None) -> dict[str, list[float]]:
+    """Length -> accuracy at each bit position 1..n, with loops_of_n(n) loops (None: dense). With ACT and a `steps`
+    dict, also length -> mean loops each bit position ran before halting."""
     model.eval()
     out = {}
     for n, b in batches.items():
-        pred = model(b.tokens_BT, n_loops=loops_of_n(n)).logits_BTV[:, 1:].argmax(-1)
+        res = model(b.tokens_BT, n_loops=loops_of_n(n))
+        pred = res.logits_BTV[:, 1:].argmax(-1)
         out[str(n)] = (pred == b.targets_BT[:, 1:]).float().mean(0).tolist()
+        if steps is not None and res.halt_steps_BT is not None:
+            steps[str(n)] = res.halt_steps_BT[:, 1:].float().mean(0).tolist()
+    return out
+
+
+def sample_batch(s: ParityScale, task: PrefixParity, step: int, gen: torch.Generator):
+    """The training batch of `step`: one n uniform in [1, the curriculum's max n], `batch` rows of n bits."""
+    n = 1 + int(torch.randint(curriculum_max_n(step, s.steps, s.n_start, s.n_train), (1,), generator=gen))
+    return task.sample(s.batch, n, gen)
+
+
+def training_draws(name: str, s: ParityScale, seed: int) -> list[tuple[int, int]]:
+    """(bits, loops) of every training step of a run, replayed from its seed without training (what an arm saw)."""
+    from mythos.model import LoopSampler
+    from mythos.research.synthetic import data_generator
+    from mythos.train.trainer import loops_for_step
+    cfg, task, gen = arm_config(name, s), PrefixParity(), data_generator(seed)
+    sampler = LoopSampler(cfg.loops)
+    out = []
+    for step in range(s.steps):
+        n = int(sample_batch(s, task, step, gen).k_B[0])
+        fixed_n = cfg.loops.distribution == "fixed" and not cfg.act.enabled
+        out.append((n, n if fixed_n else loops_for_step(sampler, seed, step)))
     return out
 
 
@@ -140,21 +190,21 @@ def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
     cfg = arm_config(name, s)
     task = PrefixParity()
     looped = cfg.mode == "rdt"
-    loops_eq_n = looped and cfg.loops.distribution == "fixed"
+    loops_eq_n = looped and cfg.loops.distribution == "fixed" and not cfg.act.enabled
     batches = eval_batches(s)
-
-    def sample(step, gen):
-        n = 1 + int(torch.randint(curriculum_max_n(step, s.steps, s.n_start, s.n_train), (1,), generator=gen))
-        return task.sample(s.batch, n, gen)
 
     curve_n = sorted({max(1, s.n_train // 3), 2 * s.n_train // 3, s.n_train})
     model, res = train_arm(name, cfg, task, train_k=[], steps=s.steps, batch=s.batch, lr=s.lr, seed=seed,
                            eval_every=max(1, s.steps // 10), eval_batches={n: batches[n] for n in curve_n},
-                           device=s.device, log=log, sample=sample,
+                           device=s.device, log=log, sample=lambda step, gen: sample_batch(s, task, step, gen),
                            loops_fn=(lambda step, b: int(b.k_B[0])) if loops_eq_n else None,
                            eval_loops=(lambda n: n) if loops_eq_n else None)
     t0 = time.perf_counter()
-    if looped:
+    loops_used = {}
+    if cfg.act.enabled:  # at most n_train (as trained) and 2 n_train loops: halting decides how many each bit uses
+        acc = {f"max {c}": position_accuracy(model, batches, lambda n, c=c: c, loops_used.setdefault(f"max {c}", {}))
+               for c in (s.n_train, s.n_test)}
+    elif looped:
         acc = {sch: position_accuracy(model, batches, lambda n, sch=sch: schedule_loops(sch, n)) for sch in SCHEDULES}
     else:
         acc = {"dense": position_accuracy(model, batches, lambda n: None)}
@@ -162,7 +212,8 @@ def train_one(name: str, s: ParityScale, seed: int, log=print) -> dict:
     return {"arm": name, "seed": seed, "fingerprint": fingerprint(name, s, seed), "params": stats["total_params"],
             "flops_per_token": stats["flops_per_token"], "train_seconds": res.seconds,
             "eval_seconds": time.perf_counter() - t0, "curve": res.curve, "position_acc": acc,
-            "last_bit": {sch: {n: row[-1] for n, row in rows.items()} for sch, rows in acc.items()}}
+            "last_bit": {sch: {n: row[-1] for n, row in rows.items()} for sch, rows in acc.items()},
+            **({"loops_used": loops_used} if loops_used else {})}
 
 
 def load_done(runs_dir: Path, s: ParityScale) -> dict[tuple[str, int], dict]:
@@ -207,7 +258,7 @@ def markdown_table(res: dict) -> str:
 def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, jobs: int = 1,
                arms: list[str] | None = None, seeds: list[int] | None = None, on_progress=None):
     """Run the missing (arm, seed) pairs, then aggregate every finished run on disk into results + plots."""
-    from mythos.research import plots
+    from mythos.research import parity_report, plots
     s = SCALES[scale]
     if steps:
         s = dataclasses.replace(s, steps=steps)
@@ -244,8 +295,16 @@ def run_parity(out_dir: Path, scale: str, log=print, steps: int | None = None, j
     run_pieces(train_one, [(f"{a}_s{sd}", (a, s, sd, log if jobs <= 1 else print)) for a, sd in todo], jobs,
                finished)
     full = with_runs()
-    if done:
+    arms_done = {a for a, _ in done}
+    files = []
+    if arms_done & set(HEADLINE_ARMS):
         (out_dir / "summary.md").write_text(markdown_table(full))
-    files = [plots.parity_vs_length(full, out_dir / "parity_vs_length.png"),
-             plots.parity_by_position(full, out_dir / "parity_by_position.png")] if done else []
+        files += [plots.parity_vs_length(full, out_dir / "parity_vs_length.png"),
+                  plots.parity_by_position(full, out_dir / "parity_by_position.png")]
+    if arms_done & set(ABLATIONS):
+        (out_dir / "ablations.md").write_text(parity_report.ablation_table(full, ABLATIONS, BASELINE_SETTINGS))
+        files.append(plots.parity_ablations(full, list(ABLATIONS), out_dir / "parity_ablations.png"))
+    if "act" in arms_done:
+        (out_dir / "act.md").write_text(parity_report.act_table(full))
+        files.append(plots.parity_act(full, out_dir / "parity_act.png"))
     return results(), files

@@ -103,7 +103,9 @@ _ARM_ORDER = ("loops=n", "independent", "loops=n-nopos", "dense-params", "dense-
 
 
 def _parity_arms(res: dict) -> list[str]:
+    """The headline arms and the no-RoPE ablation (the other ablations have their own table and plot)."""
     arms = {r["arm"] for r in res["runs"].values()}
+    arms = (arms & set(_ARM_ORDER)) or arms
     return sorted(arms, key=lambda a: (_ARM_ORDER.index(a) if a in _ARM_ORDER else len(_ARM_ORDER), a))
 
 
@@ -166,4 +168,72 @@ def parity_by_position(res: dict, path: Path) -> Path:
         ax.set_ylim(0.3, 1.02)
         ax.legend(fontsize=6, loc="lower left")
     axes[0][0].set_ylabel("accuracy")
+    return _save(fig, path)
+
+
+def _last_bit_mean(res: dict, arm: str, sch: str) -> tuple[list[int], list[float], list[dict]]:
+    rows = [r for r in res["runs"].values() if r["arm"] == arm]
+    ns = sorted(int(n) for n in rows[0]["last_bit"][sch])
+    return ns, [sum(r["last_bit"][sch][str(n)] for r in rows) / len(rows) for n in ns], rows
+
+
+def parity_ablations(res: dict, ablations: list[str], path: Path) -> Path:
+    """Last-bit accuracy against length at n loops: one panel per finished ablation arm (per seed thin, mean thick),
+    the loops = n baseline (mean of its seeds) dashed in every panel."""
+    plt = _plt()
+    arms = [a for a in ablations if any(r["arm"] == a for r in res["runs"].values())]
+    has_base = any(r["arm"] == "loops=n" for r in res["runs"].values())
+    sc = res["scale"]
+    fig, axes = plt.subplots(1, len(arms), figsize=(3.4 * len(arms), 3.2), sharey=True, squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        ns, mean, rows = _last_bit_mean(res, arm, "n")
+        for r in rows:
+            ax.plot(ns, [r["last_bit"]["n"][str(n)] for n in ns], color="tab:green", lw=0.6, alpha=0.5)
+        ax.plot(ns, mean, color="tab:green", marker=".", label=f"{arm} ({len(rows)} seeds)")
+        if has_base:
+            bn, bmean, brows = _last_bit_mean(res, "loops=n", "n")
+            ax.plot(bn, bmean, color="k", ls="--", label=f"loops=n ({len(brows)} seeds)")
+        ax.axhline(res["chance"], color="gray", ls=":")
+        ax.axvspan(0.5, sc["n_train"] + 0.5, color="orange", alpha=0.1)
+        ax.set_title(arm, fontsize=9)
+        ax.set_xlabel("length n (bits), n loops")
+        ax.set_ylim(0.3, 1.02)
+        ax.legend(fontsize=6, loc="lower left")
+    axes[0][0].set_ylabel("last-bit accuracy")
+    return _save(fig, path)
+
+
+def parity_act(res: dict, path: Path) -> Path:
+    """ACT on prefix parity: loops the last bit ran before halting against length (per seed; y = n, the loops = n
+    schedule, dotted), and last-bit accuracy against length next to the loops = n arm's."""
+    plt = _plt()
+    rows = [r for r in res["runs"].values() if r["arm"] == "act"]
+    caps = list(rows[0]["loops_used"])
+    sc = res["scale"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    colors = dict(zip(caps, ("tab:blue", "tab:purple")))
+    for c in caps:
+        ns = sorted(int(n) for n in rows[0]["loops_used"][c])
+        for i, r in enumerate(rows):
+            ax1.plot(ns, [r["loops_used"][c][str(n)][-1] for n in ns], color=colors[c], marker=".", lw=0.8,
+                     label=f"last bit, {c} loops" if i == 0 else None)
+            ax1.plot(ns, [sum(r["loops_used"][c][str(n)]) / n for n in ns], color=colors[c], ls="--", lw=0.6,
+                     label=f"mean over bits, {c}" if i == 0 else None)
+        ns, mean, _ = _last_bit_mean(res, "act", c)
+        ax2.plot(ns, mean, color=colors[c], marker=".", label=f"ACT, {c} loops ({len(rows)} seeds)")
+    ax1.plot(ns, ns, color="gray", ls=":", label="loops = n")
+    if any(r["arm"] == "loops=n" for r in res["runs"].values()):
+        bn, bmean, brows = _last_bit_mean(res, "loops=n", "n")
+        ax2.plot(bn, bmean, color="k", ls="--", label=f"loops=n, n loops ({len(brows)} seeds)")
+    for ax in (ax1, ax2):
+        ax.axvspan(0.5, sc["n_train"] + 0.5, color="orange", alpha=0.1)
+        ax.set_xlabel("length n (bits)")
+    ax2.axhline(res["chance"], color="gray", ls=":")
+    ax1.set_ylabel("loops used before halting")
+    ax2.set_ylabel("last-bit accuracy")
+    ax2.set_ylim(0.3, 1.02)
+    ax1.set_title("ACT: loops used against length", fontsize=9)
+    ax2.set_title("ACT vs loops = n", fontsize=9)
+    legend_outside(ax1, fontsize=6)
+    ax2.legend(fontsize=6, loc="lower left")
     return _save(fig, path)

@@ -50,6 +50,11 @@ def accuracy_by_k(model: Mythos, batches: dict[int, object], n_loops) -> dict[in
     return acc
 
 
+def data_generator(seed: int) -> torch.Generator:
+    """The generator a run's training batches are drawn from (so an analysis can replay them without training)."""
+    return torch.Generator().manual_seed(seed * 7919 + 17)
+
+
 def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], steps: int, batch: int, lr: float,
               seed: int, eval_every: int, eval_batches: dict[int, object], device: str = "cpu",
               log=print, sample=None, loops_fn=None, eval_loops=None) -> tuple[Mythos, ArmResult]:
@@ -64,7 +69,7 @@ def train_arm(name: str, model_cfg: ModelConfig, task, *, train_k: list[int], st
     cfg = Config(train=tcfg, parallel=ParallelConfig(ac="none"), model=model_cfg)
     engine = FSDPEngine(model, cfg, DistEnv(0, 1, 0, torch.device(device)), None, mesh=None)
     sampler = LoopSampler(model_cfg.loops) if model_cfg.mode != "dense" else None
-    gen = torch.Generator().manual_seed(seed * 7919 + 17)
+    gen = data_generator(seed)
     res = ArmResult(name, sum(p.numel() for p in model.parameters()))
     t0 = time.perf_counter()
     model.train()

@@ -12,6 +12,8 @@ past the sink is harmless (the sink points to itself), so more loops than k neve
 Chance: 1/S (guess a sink).
 
 prefix parity (mythos/research/parity.py): BOS + n bits, target at each bit = parity so far, one n per batch.
+
+p-hop induction (mythos/research/isodepth.py): follow "the symbol after the previous occurrence" p times.
 """
 from __future__ import annotations
 
@@ -26,6 +28,15 @@ class Batch:
     targets_BT: torch.Tensor  # int64, -100 where not scored
     k_B: torch.Tensor  # difficulty of each row (hops / scored bits)
     answer_pos_B: torch.Tensor  # the position scored for the per-k accuracy (the last, hardest, target)
+
+
+def empty_rows(what: str, batch: int, seq_len: int, k_values: list[int], max_k: int, gen: torch.Generator):
+    """Token and target buffers (targets -100: not scored) and each row's difficulty drawn from k_values."""
+    if max(k_values) > max_k or min(k_values) < 1:
+        raise ValueError(f"{what} must be in [1, {max_k}], got {k_values}")
+    toks = torch.empty(batch, seq_len, dtype=torch.long)
+    tgt = torch.full((batch, seq_len), -100, dtype=torch.long)
+    return toks, tgt, torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
 
 
 class KHop:
@@ -47,11 +58,7 @@ class KHop:
 
     def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
         n, s = self.n, self.s
-        if max(k_values) > self.max_k or min(k_values) < 1:
-            raise ValueError(f"khop k must be in [1, {self.max_k}], got {k_values}")
-        toks = torch.empty(batch, self.seq_len, dtype=torch.long)
-        tgt = torch.full((batch, self.seq_len), -100, dtype=torch.long)
-        ks = torch.tensor(k_values)[torch.randint(len(k_values), (batch,), generator=gen)]
+        toks, tgt, ks = empty_rows("khop k", batch, self.seq_len, k_values, self.max_k, gen)
         for b in range(batch):
             k = int(ks[b])
             perm = torch.randperm(n, generator=gen).tolist()
@@ -100,10 +107,52 @@ class PrefixParity:
         return Batch(toks, tgt, torch.full((batch,), n, dtype=torch.long), torch.full((batch,), n, dtype=torch.long))
 
 
+class PHop:
+    """p-hop induction (Sanford et al. 2024; Saunshi et al. 2025's iso-depth task): a hop-count token HOP_p, then T
+    symbols v_1..v_T from an alphabet of `n_symbols`. hop(i) = 1 + the last j < i with v_j = v_i (the symbol after
+    the previous occurrence of v_i); the target at position T is v at hop^p(T). A row where a hop has no previous
+    occurrence is drawn again. Each hop is one induction step, so p hops need depth that grows with p (log p with
+    doubling); the row's k is p. Chance: about 1/n_symbols."""
+
+    name = "p-hop"
+
+    def __init__(self, n_symbols: int = 4, length: int = 24, max_p: int = 4) -> None:
+        if n_symbols < 2 or length < 4 or max_p < 1:
+            raise ValueError(f"p-hop needs n_symbols >= 2, length >= 4, max_p >= 1; got {n_symbols}, {length}, {max_p}")
+        self.n_symbols, self.length, self.max_p = n_symbols, length, max_p
+        self.vocab_size = n_symbols + max_p  # symbols, then HOP_1 .. HOP_max_p
+        self.seq_len = length + 1
+        self.chance = 1.0 / n_symbols
+
+    @staticmethod
+    def answer(v: list[int], p: int) -> int | None:
+        """v at hop^p(last position), or None when a hop finds no previous occurrence (brute force, 0-based)."""
+        i = len(v) - 1
+        for _ in range(p):
+            prev = [j for j in range(i) if v[j] == v[i]]
+            if not prev:
+                return None
+            i = prev[-1] + 1
+        return v[i]
+
+    def sample(self, batch: int, k_values: list[int], gen: torch.Generator) -> Batch:
+        toks, tgt, ps = empty_rows("p-hop p", batch, self.seq_len, k_values, self.max_p, gen)
+        for b in range(batch):
+            p = int(ps[b])
+            while True:
+                v = torch.randint(self.n_symbols, (self.length,), generator=gen).tolist()
+                if (a := self.answer(v, p)) is not None:
+                    break
+            toks[b, 0] = self.n_symbols + p - 1
+            toks[b, 1:] = torch.tensor(v)
+            tgt[b, -1] = a
+        return Batch(toks, tgt, ps, torch.full((batch,), self.seq_len - 1, dtype=torch.long))
+
+
 def curriculum_max_n(step: int, steps: int, n_start: int, n_end: int, frac: float = 1 / 3) -> int:
     """Largest n at `step`: n_start raised linearly to n_end over the first `frac` of training, then n_end."""
     ramp = max(1, int(steps * frac))
     return n_start + (n_end - n_start) * min(step, ramp) // ramp
 
 
-TASKS = {"khop": KHop}
+TASKS = {"khop": KHop, "p-hop": PHop}

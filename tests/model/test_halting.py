@@ -112,3 +112,18 @@ def test_training_runs_every_loop_for_every_row():
     assert seen == [3] * N_LOOPS
     assert out.router_load_LE.shape[0] == N_LOOPS
     assert float(out.halt_stats["mean_steps"]) == 1.0
+
+
+def test_halt_steps_per_position_are_reported():
+    """halt_steps_BT: the loops each position ran (the parity ACT experiment plots them against length); its mean
+    is the logged mean_steps, and without ACT it is None."""
+    model, cfg = _model(halt_bias=-1.0, std=1.0)
+    x = torch.randint(0, cfg.vocab_size, (3, 7))
+    with torch.no_grad():
+        out = model(x, n_loops=N_LOOPS)
+    steps = out.halt_steps_BT
+    assert steps.shape == (3, 7) and float(steps.min()) >= 1 and float(steps.max()) <= N_LOOPS
+    assert float(steps.mean()) == float(out.halt_stats["mean_steps"]) and len(set(steps.flatten().tolist())) > 1
+    plain = Mythos(micro_cfg("mla")).eval()
+    with torch.no_grad():
+        assert plain(x, n_loops=2).halt_steps_BT is None

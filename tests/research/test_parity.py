@@ -4,28 +4,15 @@ import json
 import pytest
 import torch
 
-from mythos.model import Mythos
 from mythos.research import parity
 from mythos.research.cli import main
+from tests.research.helpers import spy_forwards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _spy(monkeypatch):
-    """Record (training?, n_loops, bits) of every Mythos forward."""
-    calls = []
-    real = Mythos.forward
-
-    def forward(self, tokens_BT, n_loops=None, cache=None):
-        calls.append((self.training, n_loops, tokens_BT.shape[1] - 1))
-        return real(self, tokens_BT, n_loops=n_loops, cache=cache)
-
-    monkeypatch.setattr(Mythos, "forward", forward)
-    return calls
-
-
 def test_loops_eq_n_reaches_the_model(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = spy_forwards(monkeypatch)
     s = parity.SCALES["tiny"]
     row = parity.train_one("loops=n", s, 0, log=lambda m: None)
     train = [(n, bits) for training, n, bits in calls if training]
@@ -38,7 +25,7 @@ def test_loops_eq_n_reaches_the_model(monkeypatch):
 
 
 def test_independent_loops_do_not_follow_n(monkeypatch):
-    calls = _spy(monkeypatch)
+    calls = spy_forwards(monkeypatch)
     s = parity.SCALES["tiny"].__class__(**{**parity.SCALES["tiny"].__dict__, "steps": 30})
     parity.train_one("independent", s, 0, log=lambda m: None)
     train = [(n, bits) for training, n, bits in calls if training]

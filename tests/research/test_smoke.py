@@ -81,3 +81,32 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "no prepared corpus" in err and "\n" not in err
+
+
+def test_isodepth_smoke_and_resume(tmp_path):
+    from mythos.research import isodepth
+    assert main(["isodepth", "--scale", "tiny", "--out", str(tmp_path)]) == 0
+    res = _check_outputs(tmp_path / "isodepth")
+    s = isodepth.SCALES["tiny"]
+    assert res["arms"] == [f"looped-1x{s.loops}", f"dense-{s.loops}", "dense-1"]
+    assert sorted(res["runs"]) == sorted(f"{a}_s0" for a in res["arms"])
+    looped = res["runs"][f"looped-1x{s.loops}_s0"]
+    assert list(looped["accuracy"]) == [str(s.loops), str(2 * s.loops)]
+    assert all(0 <= a <= 1 for a in looped["accuracy"][str(s.loops)].values())
+    cfgs = isodepth.arm_configs(s)  # the looped block has the dense FFN width
+    assert cfgs[f"looped-1x{s.loops}"].moe.expert_dim == cfgs["dense-1"].dense_ffn_dim
+    table = (tmp_path / "isodepth" / "summary.md").read_text().splitlines()
+    assert len(table) == 2 + 4 and all(line.count("|") == table[0].count("|") for line in table)
+    assert main(["isodepth", "--scale", "tiny", "--out", str(tmp_path)]) == 0  # resumes: nothing retrained
+    assert (tmp_path / "isodepth" / "log.txt").read_text().count("finished earlier, skipped") == 3
+
+
+@pytest.mark.parametrize("scale", ["tiny", "cpu", "gpu"])
+def test_isodepth_every_scale_builds(scale):
+    from mythos.model import model_stats
+    from mythos.research import isodepth
+    s = isodepth.SCALES[scale]
+    cfgs = isodepth.arm_configs(s)
+    p = {a: model_stats(c, seq_len=8)["total_params"] for a, c in cfgs.items()}
+    looped, one = p[f"looped-1x{s.loops}"], p["dense-1"]
+    assert abs(looped - one) / one < 0.1 and p[f"dense-{s.loops}"] > looped  # + the injection B (dim^2)

@@ -80,3 +80,18 @@ def test_curriculum_raises_max_n_over_the_first_third():
     ns = [curriculum_max_n(s, steps, 4, 12) for s in range(steps)]
     assert ns[0] == 4 and ns[999] < 12 and ns[1000] == 12 and ns[-1] == 12
     assert all(a <= b for a, b in zip(ns, ns[1:])) and set(ns) == set(range(4, 13))
+
+
+def test_phop_answers_match_brute_force():
+    """Every target is the symbol reached after p 'previous occurrence' hops, recomputed here independently."""
+    from mythos.research.tasks import PHop
+    task = PHop(n_symbols=3, length=10, max_p=3)
+    b = task.sample(64, [1, 2, 3], torch.Generator().manual_seed(0))
+    assert b.tokens_BT.shape == (64, 11) and set(b.k_B.tolist()) == {1, 2, 3}
+    for row, tgt, p in zip(b.tokens_BT.tolist(), b.targets_BT.tolist(), b.k_B.tolist()):
+        assert row[0] == task.n_symbols + p - 1 and all(0 <= v < task.n_symbols for v in row[1:])
+        v, i = row[1:], len(row) - 2
+        for _ in range(p):
+            i = max(j for j in range(i) if v[j] == v[i]) + 1
+        assert tgt[-1] == v[i] and all(t == -100 for t in tgt[:-1])
+    assert PHop.answer([0, 1, 2], 1) is None and PHop.answer([2, 0, 1, 2], 1) == 0
