@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -151,7 +152,6 @@ class Config:
         if self.metrics.straggler_factor < 0 or self.metrics.straggler_intervals < 1:
             raise UserError("config keys 'metrics.straggler_factor' / 'metrics.straggler_intervals': expected >= 0 / "
                             f">= 1, got {self.metrics.straggler_factor} / {self.metrics.straggler_intervals}")
-        from mythos.train.profile import parse_steps
         parse_steps(self.profile.steps)
         self._validate_deepspeed()
 
@@ -179,6 +179,19 @@ class Config:
 # ---- reading: TOML and overrides -> `--key=value` tokens -> tyro -----------------------------------------------------
 REMOVED_KEYS = {"parallel.mixed_precision": "train.dtype"}  # a key that is gone -> the one that does its job now
 _REGISTRY = tyro.constructors.ConstructorRegistry()
+
+
+_STEPS_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+def parse_steps(spec: str) -> tuple[int, int] | None:
+    """`profile.steps`: "A-B" (1 <= A <= B) -> (A, B); "" -> None; anything else a UserError naming the key."""
+    if not spec.strip():
+        return None
+    m = _STEPS_RANGE.match(spec)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise UserError(f"config key 'profile.steps': expected \"A-B\" with 1 <= A <= B (e.g. \"3-4\"), got {spec!r}")
+    return int(m.group(1)), int(m.group(2))
 
 
 @_REGISTRY.primitive_rule

@@ -8,27 +8,17 @@ Open the trace in https://ui.perfetto.dev (or chrome://tracing); the memory snap
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn as nn
 
+from mythos.config import parse_steps
 from mythos.errors import UserError
 
-_RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
 _WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
-
-def parse_steps(spec: str) -> tuple[int, int] | None:
-    """"A-B" (1 <= A <= B) -> (A, B); "" -> None; anything else a UserError naming the key."""
-    if not spec.strip():
-        return None
-    m = _RANGE.match(spec)
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise UserError(f"config key 'profile.steps': expected \"A-B\" with 1 <= A <= B (e.g. \"3-4\"), got {spec!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 def module_label(name: str) -> str:
