@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 
 from mythos.config import parse_steps
-from mythos.errors import UserError
 
 _WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
