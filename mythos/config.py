@@ -340,7 +340,20 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    return build_config(load_toml(path), overrides)
+    return build_config(_upgrade(load_toml(path), path), overrides)
+
+
+def _upgrade(values: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """A config saved before bf16 was one key (every RUN/config.toml of an older run holds
+    `parallel.mixed_precision`) still loads when `train.dtype` says the same; otherwise one line naming the file."""
+    parallel = values.get("parallel")
+    if not isinstance(parallel, dict) or "mixed_precision" not in parallel:
+        return values
+    old, dtype = parallel["mixed_precision"], (values.get("train") or {}).get("dtype", "fp32")
+    if old not in ("fp32", dtype):
+        raise UserError(f"{path}: config key 'parallel.mixed_precision' was removed: use 'train.dtype', which does its "
+                        f"job now (this file sets mixed_precision {old!r} with train.dtype {dtype!r})")
+    return {**values, "parallel": {k: v for k, v in parallel.items() if k != "mixed_precision"}}
 
 
 def config_help(prog: str, description: str, path: str | None = None) -> None:

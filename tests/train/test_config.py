@@ -103,10 +103,18 @@ def test_cli_missing_config_file(tmp_path):
 
 def test_old_config_with_removed_key_names_the_new_one(tmp_path):
     cfg = tmp_path / "old.toml"
-    cfg.write_text('[train]\ndtype = "bf16"\n[parallel]\nmixed_precision = "bf16"\n')
+    cfg.write_text('[train]\ndtype = "fp32"\n[parallel]\nmixed_precision = "bf16"\n')
     with pytest.raises(UserError) as e:
         load_config(cfg)
-    assert str(e.value) == "config key 'parallel.mixed_precision' was removed: use 'train.dtype', which does its job now"
+    assert str(e.value).startswith(f"{cfg}: config key 'parallel.mixed_precision' was removed: use 'train.dtype'")
+
+
+@pytest.mark.parametrize("dtype,mp", [("bf16", "bf16"), ("bf16", "fp32"), ("fp32", "fp32")])
+def test_run_saved_before_one_bf16_key_still_loads(tmp_path, dtype, mp):
+    """Every RUN/config.toml written before train.dtype was the one bf16 key holds parallel.mixed_precision."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[train]\ndtype = "{dtype}"\n[parallel]\nmixed_precision = "{mp}"\n')
+    assert load_config(cfg).train.dtype == dtype
 
 
 def test_help_shows_every_key_with_its_doc():
