@@ -55,9 +55,14 @@ def test_submit_job_runs_across_two_nodes(jobs, reference_losses):
     job = jobs["same"]
     assert job["info"]["JobState"] == "COMPLETED", job_log(job)[-3000:]
     assert job["info"]["NodeList"] == "node[1-2]"
-    assert "world 2" in job_log(job)
+    # mythos-submit's default on 2 nodes: one HSDP shard group per node (a 1-rank group each, replicated across nodes)
+    assert "world 2 = dp_replicate 2 x dp_shard 1" in job_log(job)
     assert {r["world_size"] for r in read_metrics(job["run"]).values()} == {2}  # metrics.jsonl says so too
-    assert losses(job["run"]) == reference_losses
+    # the torchrun reference shards over both ranks (reduce-scatter) where HSDP all-reduces across the groups: the
+    # same gradients summed in another order, so equal to float rounding, not bit for bit
+    got = losses(job["run"])
+    assert sorted(got) == sorted(reference_losses)
+    assert max(abs(got[s] - reference_losses[s]) for s in got) <= 1e-5, (got, reference_losses)
     results = submitit.SlurmJob(job["run"] / "slurm", job["id"], tasks=[0, 1]).results()  # every task returned
     assert [r["exit"] for r in results] == [0, 0] and [r["rank"] for r in results] == [0, 1]
 
