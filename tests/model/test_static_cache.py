@@ -1,12 +1,17 @@
 """The static (preallocated) KV cache: logits equal the dynamic cache's BIT FOR BIT in fp32 (views mode); the
 full-length mode the compiled step uses agrees to <= 1e-5 relative to the largest logit; greedy decode with it gives
 the full forward's tokens; buffers are written in place (no reallocation while decoding)."""
+import itertools
+
 import pytest
 import torch
 
 from mythos.model import KVCache, Mythos
 from mythos.model.static_cache import StaticKVCache
 from tests.model.helpers import micro_cfg
+
+EVERY_KIND_ACT_LOOPS = pytest.mark.parametrize("kind,act,n_loops", list(itertools.product(
+    ["mla", "gqa"], [False, True], [1, 4, 16])))
 
 
 def _model(kind, act, seed=0):
@@ -25,9 +30,7 @@ def _decode_logits(model, x, n_loops, cache, prefill=5):
     return torch.cat(parts, 1)
 
 
-@pytest.mark.parametrize("kind", ["mla", "gqa"])
-@pytest.mark.parametrize("act", [False, True])
-@pytest.mark.parametrize("n_loops", [1, 4, 16])
+@EVERY_KIND_ACT_LOOPS
 def test_static_equals_dynamic(kind, act, n_loops):
     model = _model(kind, act)
     x = torch.randint(0, model.cfg.vocab_size, (2, 14))
@@ -39,9 +42,7 @@ def test_static_equals_dynamic(kind, act, n_loops):
     assert (full - dyn).abs().max().item() <= 1e-5 * dyn.abs().max().item()
 
 
-@pytest.mark.parametrize("kind", ["mla", "gqa"])
-@pytest.mark.parametrize("act", [False, True])
-@pytest.mark.parametrize("n_loops", [1, 4, 16])
+@EVERY_KIND_ACT_LOOPS
 def test_static_greedy_equals_full_forward(kind, act, n_loops):
     model = _model(kind, act)
     prompt = torch.randint(0, model.cfg.vocab_size, (2, 5))
