@@ -23,13 +23,15 @@ venv: $(STAMP)
 # the SLURM tests on one worker (their cluster has a fixed path, bridge and ports; their jobs mostly wait on SLURM's
 # time limits and requeues), everything else on both cores. The SLURM run's output is printed when both are done;
 # the target fails if any step does.
-PYTEST := $(BIN)/python -m pytest --timeout=900
+# One torch/OpenMP thread per process: two workers already fill two cores, and on a busy machine an OpenMP team whose
+# threads outnumber the free cores waits at every barrier for a descheduled thread (tests that need more set it).
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest --timeout=900
 LAUNCH_LOG := .pytest-launch.log
 test: $(STAMP) slurm-packages
 	@rc=0; \
 	$(BIN)/lint-imports || rc=$$?; \
-	$(PYTEST) -n 1 --durations=5 tests/launch > $(LAUNCH_LOG) 2>&1 & launch=$$!; \
-	$(PYTEST) -n 2 --dist load --durations=15 --ignore=tests/launch tests || rc=$$?; \
+	$(PYTEST) -n 1 --durations=10 tests/launch > $(LAUNCH_LOG) 2>&1 & launch=$$!; \
+	$(PYTEST) -n 2 --dist loadgroup --no-loadscope-reorder --durations=30 --ignore=tests/launch tests || rc=$$?; \
 	wait $$launch || rc=$$?; \
 	echo "== tests/launch (ran alongside the tests above) =="; cat $(LAUNCH_LOG); \
 	exit $$rc

@@ -39,6 +39,31 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600
                           cwd=REPO, **kw)
 
 
+# Test files whose tests share an expensive session- or module-scoped run (a multi-rank launch, a reference training
+# run): with `make test`'s `--dist loadgroup` each group runs on one xdist worker, so its run is made once rather than
+# once per worker. test_plan.py reads the scaling runs through request.getfixturevalue.
+SHARED_RUN_GROUPS = {
+    "parallel/test_meta_init.py": "scaling_runs", "parallel/test_plan.py": "scaling_runs",
+    **{f: f for f in ("parallel/test_checkpoint_faults.py", "parallel/test_fsdp_ep_numerics.py",
+                      "parallel/test_deepspeed_numerics.py", "train/test_deepspeed_integrity.py",
+                      "train/test_deepspeed_resume.py", "train/test_checkpoint_integrity.py", "train/test_resume.py",
+                      "evals/test_generate_cli.py")},
+    "hf/": "hf_export",  # tests/hf/conftest.py's exported run
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group the tests of SHARED_RUN_GROUPS, and put the slow tests first: with xdist the long ones start early and
+    the short ones fill in, instead of one worker running a long test alone at the end."""
+    tests_dir = Path(__file__).parent
+    for item in items:
+        rel = Path(item.path).relative_to(tests_dir).as_posix()
+        group = next((g for prefix, g in SHARED_RUN_GROUPS.items() if rel.startswith(prefix)), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one torch thread: the machine's 2 cores are shared with other work (and OpenMP threads spin

@@ -58,7 +58,7 @@ def test_recompile_counter_can_fail():
 
 @pytest.mark.parametrize("kind", ["mla", "gqa"])
 @pytest.mark.parametrize("act", [False, True])
-@pytest.mark.parametrize("n_loops", [1, 4, 16])
+@pytest.mark.parametrize("n_loops", [1, 4, 8])  # 8: past the model's loops.max (6); the graph unrolls every loop
 def test_compiled_greedy_equals_full_forward(kind, act, n_loops):
     torch._dynamo.reset()
     model = _model(kind, act)

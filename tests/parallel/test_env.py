@@ -50,6 +50,7 @@ def test_dist_env_applies_the_task_threads(monkeypatch):
     for k in ("OMP_NUM_THREADS", "RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    torch.set_num_threads(2)  # not already 1 (make test runs pytest on one thread): the call must change it
     try:
         DistEnv.from_environment("cpu")
         assert torch.get_num_threads() == 1
