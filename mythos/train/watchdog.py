@@ -1,10 +1,11 @@
 """Hung-rank watchdog: a rank stuck in a collective or in I/O ends the job within `parallel.collective_timeout_s`.
 
-The trainer's callback beats once per step. When a rank sees no beat for the timeout, its watchdog thread dumps the stacks of all
-its threads (faulthandler) to `RUN/stacks/rankNNNNN.txt`, reports where its main thread is over a gloo group of its
-own (a hung rank's watchdog thread still answers there), and exits with the requeue code so SLURM brings the job back
-from the last checkpoint. Ranks whose main thread waits inside torch.distributed are victims; the others (or a rank
-that cannot even report) are the ones that stopped answering, and the lowest victim names them in one line.
+A trainer callback: it beats once per step. When a rank sees no beat for the timeout, its watchdog thread dumps
+the stacks of all its threads (faulthandler) to `RUN/stacks/rankNNNNN.txt`, reports where its main thread is over a
+gloo group of its own (a hung rank's watchdog thread still answers there), and exits with the requeue code so SLURM
+brings the job back from the last checkpoint. Ranks whose main thread waits inside torch.distributed are victims;
+the others (or a rank that cannot even report) are the ones that stopped answering, and the lowest victim names
+them in one line.
 The process group's own timeout is set above this one (`pg_timeout_s`), so the library never fires first.
 """
 from __future__ import annotations
