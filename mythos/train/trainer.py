@@ -74,9 +74,10 @@ def _train(cfg: Config, env: DistEnv, stop: StopFlag) -> int:
 
 
 class Trainer:
+    """Set up once: the config's checks, the Stateful parts, the resume, the callbacks; then `fit`."""
+
     def __init__(self, cfg: Config, env: DistEnv, stop: StopFlag) -> None:
         t = self.t = cfg.train
-        self.cfg, self.env = cfg, env
         run_dir = Path(cfg.run.dir)
         if not cfg.data.path:
             raise UserError("config key 'data.path': required (a directory made by mythos-prep)")
