@@ -5,7 +5,7 @@ micro-batches of a global batch, and saves / restores its state in the run's che
     for micro in engine.micro_batches(inputs_BT, targets_BT, loops):
         engine.forward_backward(micro)                  # the micro-batch loss and its backward
     result = engine.optim_step()                        # clip, step (+ MoE bias hook), schedule
-    engine.save(step, trainer_state); state = engine.load()
+    engine.save(step, {"data": loader, ...}); engine.load(parts)   # the run's Stateful parts
 
 `forward_backward` is the only definition of the micro-batch loss and the only caller of `expert_grad_sync`;
 `optim_step` the only optimizer step. The trainer, `mythos-plan` (on the fake process group), the research arms, the
@@ -20,7 +20,7 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,23 @@ class MicroBatch:
     targets_BT: torch.Tensor  # -100: not scored (cross_entropy's ignore_index)
     loops: int | None  # the step's loop count (None: the model's default)
     last: bool = True  # the micro-batch that ends the step (experts reduce their gradients after it)
+
+
+class Stateful(Protocol):
+    """A checkpointed part of a run (the data loader, the counters), as torchtitan's checkpointer takes them."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def parts_state(parts: Mapping[str, Stateful]) -> dict[str, Any]:
+    """trainer_state.json's fields from the parts: each part's state under its name, or, for a part with
+    `flat = True` (RunCounters), its fields at the top level, where checkpoints have always kept them."""
+    state: dict[str, Any] = {}
+    for name, part in parts.items():
+        state |= part.state_dict() if getattr(part, "flat", False) else {name: part.state_dict()}
+    return state
 
 
 def micro_batches(cfg: Config, world_size: int) -> int:
@@ -169,22 +186,30 @@ class Engine:
         """Written into trainer_state.json; a resume must match it (see `check_resume`)."""
         return {"backend": self.backend}
 
-    def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
-        state = {**trainer_state, "step": step, "scheduler": self.scheduler.state_dict(),
+    def save(self, step: int, parts: Mapping[str, Stateful]) -> Path:
+        """Checkpoint `step`: model, optimizer, schedule, each rank's RNG, and the parts' states in
+        trainer_state.json (see `parts_state`)."""
+        state = {**parts_state(parts), "step": step, "scheduler": self.scheduler.state_dict(),
                  "engine": self.engine_state()}
         return self.ckpt.save(step, self.model, self.optimizer, state)
 
-    def load(self) -> dict[str, Any] | None:
-        """Restore model, optimizer, schedule and this rank's RNG from the newest checkpoint that verifies and loads
-        (older ones are the fallback, see CheckpointManager.load); returns the trainer state, or None when the run
-        has no checkpoint."""
+    def load(self, parts: Mapping[str, Stateful]) -> bool:
+        """Restore model, optimizer, schedule, this rank's RNG and the parts (in order, through load_state_dict)
+        from the newest checkpoint that verifies and loads (older ones are the fallback, see
+        CheckpointManager.load); False when the run has no checkpoint. A part's ValueError (the checkpoint is of
+        another run) is a UserError naming the checkpoint."""
         state = self.ckpt.resume(self.model, self.optimizer)
         if state is None:
-            return None
+            return False
         self.scheduler.load_state_dict(state["scheduler"])
         if "rng" in state:
             set_rng_state(state["rng"])
-        return state
+        for name, part in parts.items():
+            try:
+                part.load_state_dict(state if getattr(part, "flat", False) else state[name])
+            except ValueError as e:
+                raise UserError(f"{self.ckpt.loaded_from}: {e}") from None
+        return True
 
     def check_resume(self, path: Path, saved: dict[str, Any]) -> None:
         """UserError (one line) if this engine cannot resume the checkpoint at `path` (`saved`: its trainer state).

@@ -17,6 +17,8 @@ import signal
 import threading
 import time
 
+from mythos.train.callbacks import Callback
+
 
 def _parse() -> tuple[set[tuple[str, int]], dict[int, float]]:
     spec = os.environ.get("MYTHOS_FAULTS", "")
@@ -67,27 +69,28 @@ def hook(where: str, step: int) -> None:
             threading.Event().wait()  # forever, GIL released: only the watchdog thread still runs
 
 
-class FaultInjection:
-    """The faults of MYTHOS_FAULTS on the trainer's seams: start-up, each step's start, the engine's loss
-    (`Engine.loss_hooks`) and the checkpoint writer (`CheckpointManager.fault_hook`). Registered by the trainer
-    only when MYTHOS_FAULTS is set (`install`); nothing else in mythos/ knows about faults."""
+class FaultInjection(Callback):
+    """The faults of MYTHOS_FAULTS on the trainer's seams: start-up (`on_setup`, before the model is built), each
+    step's start and end of work (callback hooks), the engine's loss (`Engine.loss_hooks`) and the checkpoint writer
+    (`CheckpointManager.fault_hook`), both hooked in `on_engine`. Registered by the trainer only when MYTHOS_FAULTS is
+    set (`install`); nothing else in mythos/ knows about faults."""
 
     def __init__(self) -> None:
         self.step = 0
 
-    def attach(self, engine) -> None:
+    def on_engine(self, engine) -> None:
         engine.loss_hooks.append(self._loss)
         if engine.ckpt is not None:
             engine.ckpt.fault_hook = hook
 
-    def on_startup(self) -> None:
+    def on_setup(self) -> None:
         hook("startup", 0)
 
     def on_step_start(self, step: int) -> None:
         self.step = step
         hook("step", step)
 
-    def after_train_step(self, step_time_s: float) -> None:
+    def on_train_step(self, step: int, step_time_s: float) -> None:
         slow_down(step_time_s)
 
     def _loss(self, ce):

@@ -1,7 +1,8 @@
 """`[profile] steps = "A-B"` (`--profile.steps A-B`): a torch.profiler trace of optimizer steps A..B on every rank,
 with the model's module names in it, and on CUDA a memory snapshot (torchtitan's way), in `RUN/profile/`.
 
-A callback: `on_step_start(step)` / `on_step_end(step, step_time_s)` with the 1-based step about to run / just run.
+A callback (mythos/train/callbacks.py): `on_step_start(step)` / `on_step_end(step, step_time_s)` with the 1-based
+step about to run / just run.
 Module names: torch.profiler's `with_modules` covers TorchScript only, so while profiling every named module's
 forward runs inside a `record_function("module: <name>")` range (forward hooks, removed after the last step).
 Open the trace in https://ui.perfetto.dev (or chrome://tracing); the memory snapshot in https://pytorch.org/memory_viz.
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from mythos.config import parse_steps
+from mythos.train.callbacks import Callback
 
 _WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
 
@@ -56,7 +58,7 @@ class _ModuleRanges:
             h.remove()
 
 
-class StepProfiler:
+class StepProfiler(Callback):
     """Profiles steps [first, last] (1-based) on this rank; does nothing outside them or when `steps` is ""."""
 
     def __init__(self, steps: str, run_dir: str | Path, rank: int, model: nn.Module, device: torch.device,

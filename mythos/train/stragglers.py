@@ -1,6 +1,7 @@
 """Per-rank step times and straggler warnings (Megatron's straggler detection, in the form a CPU/gloo run allows).
 
-A callback: `on_step_start(step)` before the step's work, `on_step_end(step, step_time_s)` after it (1-based step).
+A callback (mythos/train/callbacks.py): `on_step_start(step)` before the step's work, `on_step_end(step,
+step_time_s)` after it (1-based step).
 Synchronous training makes every rank's wall time per step equal (the fast ranks wait inside the collectives), so
 each step starts with a timed barrier (`metrics.straggler_factor > 0` only) and a rank's step time is measured from
 there to the end of its own work: a rank slower than the others after the step's last collective shows as the
@@ -18,8 +19,10 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
+from mythos.train.callbacks import Callback
 
-class StragglerMonitor:
+
+class StragglerMonitor(Callback):
     def __init__(self, world_size: int, rank: int, interval: int, factor: float, intervals: int,
                  device: torch.device, warn: Callable[[str], None] = print) -> None:
         self.world, self.rank, self.interval = world_size, rank, max(1, interval)

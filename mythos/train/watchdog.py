@@ -1,10 +1,11 @@
 """Hung-rank watchdog: a rank stuck in a collective or in I/O ends the job within `parallel.collective_timeout_s`.
 
-The trainer beats once per step. When a rank sees no beat for the timeout, its watchdog thread dumps the stacks of all
-its threads (faulthandler) to `RUN/stacks/rankNNNNN.txt`, reports where its main thread is over a gloo group of its
-own (a hung rank's watchdog thread still answers there), and exits with the requeue code so SLURM brings the job back
-from the last checkpoint. Ranks whose main thread waits inside torch.distributed are victims; the others (or a rank
-that cannot even report) are the ones that stopped answering, and the lowest victim names them in one line.
+A trainer callback: it beats once per step. When a rank sees no beat for the timeout, its watchdog thread dumps
+the stacks of all its threads (faulthandler) to `RUN/stacks/rankNNNNN.txt`, reports where its main thread is over a
+gloo group of its own (a hung rank's watchdog thread still answers there), and exits with the requeue code so SLURM
+brings the job back from the last checkpoint. Ranks whose main thread waits inside torch.distributed are victims;
+the others (or a rank that cannot even report) are the ones that stopped answering, and the lowest victim names
+them in one line.
 The process group's own timeout is set above this one (`pg_timeout_s`), so the library never fires first.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from mythos.parallel import ranks
+from mythos.train.callbacks import Callback
 from mythos.train.signals import EXIT_REQUEUE
 
 REPORT_S = 20.0  # how long the watchdogs wait for each other's reports
@@ -42,7 +44,10 @@ def _main_thread_position() -> tuple[str, bool]:
     return where, f"torch{os.sep}distributed{os.sep}" in code.co_filename
 
 
-class Watchdog:
+class Watchdog(Callback):
+    """A callback: its thread starts with the loop (on_start), each step beats (on_step_start), and it stops when
+    the loop ends (on_stop, on_end)."""
+
     def __init__(self, run_dir: str | Path, timeout_s: float):
         self.stacks_dir = Path(run_dir) / "stacks"
         self.timeout_s = timeout_s
@@ -61,6 +66,18 @@ class Watchdog:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def on_start(self, step: int) -> None:
+        self.start()
+
+    def on_step_start(self, step: int) -> None:
+        self.beat(step)
+
+    def on_stop(self, step: int) -> None:
+        self.stop()
+
+    def on_end(self, step: int) -> None:
+        self.stop()
 
     def _run(self) -> None:
         while not self._stop.wait(min(1.0, self.timeout_s / 10)):
