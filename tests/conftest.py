@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,29 +42,28 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600
                           cwd=REPO, **kw)
 
 
-# Test files whose tests share an expensive session- or module-scoped run (a multi-rank launch, a reference training
-# run): with `make test`'s `--dist loadgroup` each group runs on one xdist worker, so its run is made once rather than
-# once per worker. test_plan.py reads the scaling runs through request.getfixturevalue.
-SHARED_RUN_GROUPS = {
-    "parallel/test_meta_init.py": "scaling_runs", "parallel/test_plan.py": "scaling_runs",
-    **{f: f for f in ("parallel/test_checkpoint_faults.py", "parallel/test_fsdp_ep_numerics.py",
-                      "parallel/test_deepspeed_numerics.py", "train/test_deepspeed_integrity.py",
-                      "train/test_deepspeed_resume.py", "train/test_checkpoint_integrity.py", "train/test_resume.py",
-                      "evals/test_generate_cli.py")},
-    "hf/": "hf_export",  # tests/hf/conftest.py's exported run
-}
-
-
 def pytest_collection_modifyitems(config, items):
-    """Group the tests of SHARED_RUN_GROUPS, and put the slow tests first: with xdist the long ones start early and
-    the short ones fill in, instead of one worker running a long test alone at the end."""
-    tests_dir = Path(__file__).parent
-    for item in items:
-        rel = Path(item.path).relative_to(tests_dir).as_posix()
-        group = next((g for prefix, g in SHARED_RUN_GROUPS.items() if rel.startswith(prefix)), None)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+    """The slow tests first: with pytest-xdist the long ones start early and the short ones fill in, instead of one
+    worker running a long test alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+
+
+def made_once(tmp_path_factory, worker_id: str, name: str, make: Callable[[Path], None]) -> Path:
+    """Directory `name`, filled by `make(dir)` once per test run: under pytest-xdist the first worker that needs it
+    makes it while the others wait on a file lock, then all read it (the pattern of xdist's docs), so an expensive
+    multi-rank run shared by tests on both workers is not made twice."""
+    if worker_id == "master":  # no xdist
+        d = tmp_path_factory.mktemp(name)
+        make(d)
+        return d
+    d = tmp_path_factory.getbasetemp().parent / name  # the run's directory, above every worker's own
+    with FileLock(f"{d}.lock"):
+        if not (d / ".done").is_file():
+            shutil.rmtree(d, ignore_errors=True)  # a failed attempt's leftovers
+            d.mkdir()
+            make(d)
+            (d / ".done").touch()
+    return d
 
 
 @pytest.fixture

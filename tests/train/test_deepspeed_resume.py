@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_metrics, run_cli, train_args
+from tests.conftest import made_once, read_metrics, run_cli, train_args
 from tests.parallel.dist_run import start, wait
 
 STEPS = 4
@@ -37,15 +38,20 @@ def _losses(run, first):
 
 
 @pytest.fixture(scope="module")
-def references(prepared_data, tmp_path_factory):
-    """Uninterrupted ZeRO-2 and ZeRO-3 runs, both started at once (their ranks share the cores)."""
-    runs = {z: tmp_path_factory.mktemp(f"ref{z}") / "run" for z in (2, 3)}
-    procs = {z: _start(_args(run, prepared_data, z)) for z, run in runs.items()}
-    for z, ps in procs.items():
-        rcs, outs = wait(ps)
-        assert rcs == [0, 0], outs[0][-4000:]
-        (runs[z].parent / "console.txt").write_text(outs[0])
-        ds = json.loads((runs[z] / "deepspeed_config.json").read_text())  # generated from ours, beside config.toml
+def references(prepared_data, tmp_path_factory, worker_id):
+    """Uninterrupted ZeRO-2 and ZeRO-3 runs, both started at once (their ranks share the cores); made once per test
+    run (`made_once`)."""
+    def make(d: Path) -> None:
+        procs = {z: _start(_args(d / f"ref{z}" / "run", prepared_data, z)) for z in (2, 3)}
+        for z, ps in procs.items():
+            rcs, outs = wait(ps)
+            assert rcs == [0, 0], outs[0][-4000:]
+            (d / f"ref{z}" / "console.txt").write_text(outs[0])
+
+    d = made_once(tmp_path_factory, worker_id, "deepspeed_resume_references", make)
+    runs = {z: d / f"ref{z}" / "run" for z in (2, 3)}
+    for z, run in runs.items():
+        ds = json.loads((run / "deepspeed_config.json").read_text())  # generated from ours, beside config.toml
         assert (ds["zero_optimization"]["stage"], ds["gradient_clipping"]) == (z, 0.5), ds
     return runs
 
