@@ -18,9 +18,9 @@ from tests.launch.conftest import job_env, job_train_args, losses
 pytestmark = pytest.mark.slow
 
 
-def submit(run: Path, data: Path, *args: str) -> str:
+def submit(run: Path, data: Path, *args: str, env: dict | None = None) -> str:
     r = run_cli(["launch.submit", *job_train_args(run, data), "--nodes", "2", "--gpus-per-node", "0",
-                 "--job-name", run.name, *args], env_extra=job_env(), timeout=120)
+                 "--job-name", run.name, *args], env_extra={**job_env(), **(env or {})}, timeout=120)
     assert r.returncode == 0, r.stderr
     m = re.search(r"submitted job (\d+)", r.stdout)
     assert m, r.stdout
@@ -33,15 +33,19 @@ def submit(run: Path, data: Path, *args: str) -> str:
 def jobs(slurm, prepared_data, reference, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("submit")
     # SLURM checks time limits every 30 s and signals when `now + lead + 30 s >= end`: with a 5 s lead on a 1 min
-    # limit the warning comes 25-55 s after the start (the kill a check after the end). The run is made to need
-    # ~40 s of steps at the reference's measured step time (twice that here: two jobs share the CPUs), so its first
-    # attempt is always cut short.
+    # limit the warning comes 25-55 s after the start (the kill a check after the end). The time-limited run is made
+    # to need ~90 s at the reference's measured step time, so its first attempt is always cut short. Its steps are
+    # stretched `slow` times by sleeping (fault slow_rank on both ranks; sleep changes no loss), so it outlives its
+    # limits without burning the CPU the rest of the suite runs on; the uninterrupted run of the same steps is not.
+    slow = 8
     step_s = statistics.median(4 * 64 / r["tokens_per_s"] for r in reference["records"].values())
-    long_steps = str(min(3000, max(60, math.ceil(40 / step_s))))
+    long_steps = str(min(3000, max(20, math.ceil(90 / (slow * step_s)))))
     specs = {"same": (prepared_data, "--time", "10"),
              "long": (prepared_data, "--train.steps", long_steps, "--time", "10"),
              "timelimit": (prepared_data, "--train.steps", long_steps, "--time", "1", "--signal-lead", "5")}
-    ids = {name: submit(root / name, data, *args) for name, (data, *args) in specs.items()}
+    sleepy = {"MYTHOS_FAULTS": f"slow_rank@0:{slow},slow_rank@1:{slow}"}
+    ids = {name: submit(root / name, data, *args, env=sleepy if name == "timelimit" else None)
+           for name, (data, *args) in specs.items()}
     infos = {name: slurm.wait_done(jid, timeout=420) for name, jid in ids.items()}
     return {name: {"id": ids[name], "info": infos[name], "run": root / name} for name in specs}
 
