@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mythos.evals.cli import VAL_WARN_TOKENS, unigram_comparison, val_size_warning
 from tests.conftest import run_cli, train_args
 
@@ -22,6 +24,7 @@ def test_small_split_warning():
     assert "scored 2.0 times" in val_size_warning(2 * VAL_WARN_TOKENS * 10, 10 * VAL_WARN_TOKENS, 50)
 
 
+@pytest.mark.slow
 def test_eval_reports_tokens_and_warns_on_a_small_split(prepared_data, tmp_path):
     run = tmp_path / "run"
     r = run_cli(train_args(run, prepared_data, 2, "--checkpoint.interval", "0"))

@@ -35,6 +35,7 @@ def test_several_prompts_equal_each_alone(run, capsys, one_thread):
     assert _generate(capsys, run, "--static-cache", *[a for p in PROMPTS for a in ("--prompt", p)]) == batched
 
 
+@pytest.mark.slow
 def test_compile_prints_the_eager_text(run, capsys, one_thread):
     eager = _generate(capsys, run, "--prompt", PROMPTS[0], "--prompt", PROMPTS[1])
     assert _generate(capsys, run, "--compile", "--prompt", PROMPTS[0], "--prompt", PROMPTS[1]) == eager

@@ -15,6 +15,7 @@ def modes(path):
     return {p: stat.S_IMODE(p.stat().st_mode) for p in paths if not p.is_symlink()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_exports_follow_the_umask(tiny_run, tmp_path, umask):
     old = os.umask(umask)

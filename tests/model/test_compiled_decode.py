@@ -69,6 +69,7 @@ def test_compiled_greedy_equals_full_forward(kind, act, n_loops):
     assert torch.equal(out, model.generate(prompt, 10, n_loops=n_loops))  # and the eager dynamic cache's tokens
 
 
+@pytest.mark.slow
 def test_inductor_compiled_greedy_equals_full_forward():
     """The real backend (C++ kernels on CPU): same tokens as the full forward and as eager decode."""
     torch._dynamo.reset()

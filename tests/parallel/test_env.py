@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
 
@@ -22,6 +24,7 @@ def _rendezvous(restart: int) -> dict:
     return json.loads(r.stdout)
 
 
+@pytest.mark.slow
 def test_slurm_rendezvous_port_moves_with_restarts():
     first, again, requeued = _rendezvous(0), _rendezvous(0), _rendezvous(1)
     assert first == again  # every rank of one run computes the same rendezvous

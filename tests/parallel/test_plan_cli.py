@@ -19,6 +19,7 @@ def plan(capsys, cfg, *args):
     return e.value.code, capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_suggested_micro_batch_divides_and_is_accepted(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(CONFIG)

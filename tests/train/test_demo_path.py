@@ -1,9 +1,12 @@
 """The `make demo` path on a small budget: prep -> train -> eval across loops -> generate -> export."""
 import json
 
+import pytest
+
 from tests.conftest import run_cli, train_args
 
 
+@pytest.mark.slow
 def test_demo_path(prepared_data, tmp_path):
     run = tmp_path / "run"
     r = run_cli(train_args(run, prepared_data, 40, "--train.lr", "1e-2"))

@@ -42,6 +42,7 @@ def _losses(run, first, last):
     return [m[s]["loss"] for s in range(first, last + 1)]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_exact(reference_run, prepared_data, tmp_path):
     run = tmp_path / "run"
     args = train_args(run, prepared_data, STEPS)
@@ -59,6 +60,7 @@ def test_sigkill_then_resume_is_bitwise_exact(reference_run, prepared_data, tmp_
     assert sorted(read_metrics(run)) == list(range(1, STEPS + 1))  # no duplicated steps after resume
 
 
+@pytest.mark.slow
 def test_kill_while_writing_checkpoint_keeps_latest(reference_run, prepared_data, tmp_path):
     run = tmp_path / "run"
     args = train_args(run, prepared_data, STEPS)
@@ -95,6 +97,7 @@ def test_checkpoint_keep_prunes_old(reference_run):
     assert names == ["latest", "step_0000024", "step_0000028", "step_0000030"]
 
 
+@pytest.mark.slow
 def test_nonfinite_steps_skipped_then_stop(prepared_data, tmp_path):
     run = tmp_path / "one"
     r = run_cli(train_args(run, prepared_data, 6), env_extra={"MYTHOS_FAULTS": "nan_loss@3"})

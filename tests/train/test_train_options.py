@@ -1,9 +1,12 @@
 """Trainer options that change how a step is computed: accumulation, bf16 autocast, wall-time checkpoints."""
 import math
 
+import pytest
+
 from tests.conftest import read_metrics, run_cli, train_args
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_matches_one_big_micro_batch(prepared_data, tmp_path):
     losses = {}
     for micro in (1, 4):
@@ -17,6 +20,7 @@ def test_gradient_accumulation_matches_one_big_micro_batch(prepared_data, tmp_pa
         assert abs(a - b) < 1e-4, losses
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains(prepared_data, tmp_path):
     run = tmp_path / "bf16"
     r = run_cli(train_args(run, prepared_data, 8, "--train.dtype", "bf16", "--checkpoint.interval", "0"))
