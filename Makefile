@@ -31,7 +31,7 @@ test: $(STAMP) slurm-packages
 	@rc=0; \
 	$(BIN)/lint-imports || rc=$$?; \
 	$(PYTEST) -n 1 --durations=10 tests/launch > $(LAUNCH_LOG) 2>&1 & launch=$$!; \
-	$(PYTEST) -n 2 --dist load --durations=30 --ignore=tests/launch tests || rc=$$?; \
+	$(PYTEST) -n 2 --dist worksteal --durations=30 --ignore=tests/launch tests || rc=$$?; \
 	wait $$launch || rc=$$?; \
 	echo "== tests/launch (ran alongside the tests above) =="; cat $(LAUNCH_LOG); \
 	exit $$rc

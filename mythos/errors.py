@@ -28,6 +28,26 @@ def _launch_rank() -> int:
     return 0
 
 
+def _launch_world() -> int:
+    """The launch's world size under torchrun (WORLD_SIZE) or srun (SLURM_NTASKS); 1 when launched alone."""
+    import os
+    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 1
+
+
+def exit_after_distributed(rc: int) -> None:
+    """End a process that ran collectives without interpreter finalization. Gloo's C++ worker threads can abort the
+    process ("terminate called without an active exception", SIGABRT) while Python tears down, even after
+    destroy_process_group (pytorch#179291); a launcher would read that as a failure. Call it only once every file is
+    closed and the process group is destroyed."""
+    import os
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 def _report(msg: str) -> None:
     """`error: msg` on stderr; under torchrun also into its error file, so its failure summary shows this line
     as the root cause instead of a pointer to its docs."""
@@ -66,6 +86,8 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
                 _leave_it_to_rank0()
             else:
                 _report(str(e))
+            if _launch_world() > 1 and "torch.distributed" in sys.modules:
+                exit_after_distributed(EXIT_USER_ERROR)  # the run's finally already destroyed the process group
             raise SystemExit(EXIT_USER_ERROR)
         return 0 if rc is None else rc
 

@@ -94,14 +94,3 @@ def task_threads(environ=None) -> int | None:
     if cpus.isdigit() and tasks.isdigit() and int(tasks) > 0:
         return max(1, int(cpus) // int(tasks))
     return None
-
-
-def exit_after_distributed(rc: int) -> None:
-    """End a process that ran collectives without interpreter finalization. Gloo's C++ worker threads can abort the
-    process ("terminate called without an active exception", SIGABRT) while Python tears down, even after
-    destroy_process_group (pytorch#179291); a launcher would read that as a failure. Call it only once every file is
-    closed and the process group is destroyed."""
-    import sys
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(rc)

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--config FILE is required: a TOML config (see configs/); mythos-train --help lists its keys")
     cfg = load_config(args.config, parse_overrides(rest))
     check_launch(cfg)
-    from mythos.parallel.env import exit_after_distributed
+    from mythos.errors import exit_after_distributed
     from mythos.train.trainer import run
     rc = run(cfg)
     if rc == 0:

@@ -133,7 +133,7 @@ def main(argv=None) -> None:
     import torch
 
     from mythos.parallel import DistEnv
-    from mythos.parallel.env import exit_after_distributed
+    from mythos.errors import exit_after_distributed
 
     torch.set_num_threads(1)
     if a.no_defer:

@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     from mythos.model import Mythos
     from mythos.parallel import DistEnv, build_mesh, meta_device
     from mythos.parallel.accounting import CollectiveCounter, dim_spans, mesh_dim_groups, state_bytes
-    from mythos.parallel.env import exit_after_distributed
+    from mythos.errors import exit_after_distributed
     from mythos.train.engine import FSDPEngine
     from tests.parallel.dist_run import tiny_model_config
 
