@@ -24,7 +24,7 @@ TINY = {
     "mythos-train": [*TINY_MODEL_ARGS, "--train.steps", "2", "--train.seq_len", "32", "--train.log_interval", "1",
                      "--data.val_batches", "1", "--checkpoint.interval", "0", "--metrics.tensorboard", "false"],
     "mythos-eval": ["--batches", "1"],
-    "mythos-generate": ["--max-new-tokens", "4"],
+    "mythos-generate": ["--max-new-tokens", "4", "--loops", "2"],  # --compile at 16 loops: 80 CPU-s of C++
     "mythos-submit": ["--dry-run"],
     "mythos-research": ["--scale", "tiny"],  # the CPU scale is hours; its runs are tests/research/test_parity.py's
 }

@@ -75,9 +75,9 @@ def test_inductor_compiled_greedy_equals_full_forward():
     torch._dynamo.reset()
     model = _model("mla", True)
     prompt = torch.randint(0, model.cfg.vocab_size, (1, 5))
-    out = model.generate(prompt, 12, n_loops=4, compile=True)
-    assert torch.equal(out[:, 5:], _full_forward_greedy(model, out, 5, 4))
-    assert torch.equal(out, model.generate(prompt, 12, n_loops=4))
+    out = model.generate(prompt, 12, n_loops=2, compile=True)  # 2 loops: the C++ compile grows with the unrolled
+    assert torch.equal(out[:, 5:], _full_forward_greedy(model, out, 5, 2))  # loops (1/4/8 unrolled: aot_eager above)
+    assert torch.equal(out, model.generate(prompt, 12, n_loops=2))
 
 
 def test_act_skip_mode_is_eager_only():
