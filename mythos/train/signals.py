@@ -47,13 +47,6 @@ class StopFlag:
         for s in (signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(s, signal.SIG_IGN)
 
-    def agree(self, device, *more: bool) -> list[bool]:
-        """[stop requested on any rank, then each of `more` set on any rank]: every step-boundary decision in one
-        all-reduce, so all ranks act together."""
-        from mythos.parallel.ranks import any_rank  # here, not at the top: entry points import this before torch
-
-        return any_rank(device, self.signum is not None, *more)
-
 
 _PROCESS_FLAG: StopFlag | None = None
 
