@@ -43,3 +43,44 @@ def hsdp_runs(tmp_path_factory, worker_id):
     d = made_once(tmp_path_factory, worker_id, "hsdp_runs", make)
     return {nproc: [torch.load(d / f"hsdp{nproc}.rank{r}", weights_only=True) for r in range(nproc)]
             for nproc in (2, 4)}
+
+
+def launch_configs(nproc: int, d: Path, configs: dict[str, list[str]], timeout: float = 300) -> dict[str, Path]:
+    """Run several tests/parallel/dist_run.py configurations (name: its arguments but --out) one after another in ONE
+    launch of `nproc` ranks: the per-process import and the process group are paid once, not per configuration. Each
+    builds its own engine and device mesh from the same seeds and data as a launch of its own; returns {name: --out}."""
+    outs = {name: d / f"{name}.pt" for name in configs}
+    args = [a for name, extra in configs.items() for a in ("--then", "--out", str(outs[name]), *extra)]
+    launch(nproc, args[1:], timeout, script=__file__)
+    return outs
+
+
+def _run_configs(argv: list[str]) -> None:
+    """Child side of launch_configs: dist_run.main for each '--then'-separated argument list, keeping the process
+    group up between them (and undoing --no-defer's patch after its configuration)."""
+    import mythos.errors
+    import mythos.parallel.fsdp as fsdp_mod
+    from mythos.parallel import DistEnv
+    from tests.parallel import dist_run
+
+    configs: list[list[str]] = [[]]
+    for a in argv:
+        if a == "--then":
+            configs.append([])
+        else:
+            configs[-1].append(a)
+    shutdown, exit_, defer = DistEnv.shutdown, mythos.errors.exit_after_distributed, fsdp_mod._defer_post_backward
+    DistEnv.shutdown, mythos.errors.exit_after_distributed = lambda self: None, lambda code: None
+    for c in configs:
+        dist_run.main(c)
+        fsdp_mod._defer_post_backward = defer
+    DistEnv.shutdown, mythos.errors.exit_after_distributed = shutdown, exit_
+    env = DistEnv.from_environment("cpu")
+    env.shutdown()
+    if env.world_size > 1:
+        exit_(0)
+
+
+if __name__ == "__main__":
+    import sys
+    _run_configs(sys.argv[1:])
