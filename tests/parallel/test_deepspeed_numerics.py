@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import made_once
 from tests.parallel.dist_run import launch
 
 STEPS = 5
@@ -17,16 +18,19 @@ OFFLOAD = ("deepspeed:2:moe:offload", "deepspeed:3:moe:offload")  # optimizer (+
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ds")
-    ref, ds = tmp / "ref.pt", tmp / "ds.pt"
-    launch(1, ["--out", str(ref), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
-               *[f"--case=fsdp:0:{m}" for m in MODELS]])
-    ext = tmp / "torch_extensions"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_EXTENSIONS_DIR", str(ext))
-        launch(2, ["--out", str(ds), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
-                   *[f"--case=deepspeed:{z}:{m}" for m in MODELS for z in STAGES], *[f"--case={c}" for c in OFFLOAD]])
+def runs(tmp_path_factory, worker_id):
+    """Made once per test run (both xdist workers read it): the parametrized tests may land on either worker."""
+    def make(tmp):
+        launch(1, ["--out", str(tmp / "ref.pt"), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
+                   *[f"--case=fsdp:0:{m}" for m in MODELS]])
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TORCH_EXTENSIONS_DIR", str(tmp / "torch_extensions"))
+            launch(2, ["--out", str(tmp / "ds.pt"), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
+                       *[f"--case=deepspeed:{z}:{m}" for m in MODELS for z in STAGES],
+                       *[f"--case={c}" for c in OFFLOAD]])
+
+    tmp = made_once(tmp_path_factory, worker_id, "deepspeed_runs", make)
+    ref, ds, ext = tmp / "ref.pt", tmp / "ds.pt", tmp / "torch_extensions"
     biases = [torch.load(f"{ds}.bias{r}", weights_only=True) for r in range(2)]
     built = sorted(p.name for p in ext.iterdir()) if ext.exists() else []
     return torch.load(ref, weights_only=True), torch.load(ds, weights_only=True), biases, built

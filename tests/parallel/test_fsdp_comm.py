@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import made_once
-from tests.parallel.conftest import launch_configs
+from tests.parallel.conftest import shared_launches
 
 HSDP = ("--dp-replicate", "2", "--dp-shard", "2")
 WORLDS = {  # ranks: {configuration: arguments}; T = 2 and 6 of each
@@ -20,15 +19,10 @@ WORLDS = {  # ranks: {configuration: arguments}; T = 2 and 6 of each
 @pytest.fixture(scope="module")
 def comm(tmp_path_factory, worker_id):
     """comm(nproc, name): per-step collective counts of configuration `name` of the shared `nproc`-rank launch."""
-    dirs = {}
-
-    def get(nproc, name):
-        if nproc not in dirs:
-            dirs[nproc] = made_once(tmp_path_factory, worker_id, f"fsdp_comm_{nproc}ranks", lambda d: launch_configs(
-                nproc, d, {n: ["--steps", "2", "--loops", n[-1], "--backprop-k", "0", "--count-comm", *extra]
-                           for n, extra in WORLDS[nproc].items()}))
-        return torch.load(dirs[nproc] / f"{name}.pt", weights_only=True)["comm"]
-    return get
+    dir_of = shared_launches(tmp_path_factory, worker_id, "fsdp_comm", {
+        n: {name: ["--steps", "2", "--loops", name[-1], "--backprop-k", "0", "--count-comm", *extra]
+            for name, extra in cases.items()} for n, cases in WORLDS.items()})
+    return lambda nproc, name: torch.load(dir_of(nproc) / f"{name}.pt", weights_only=True)["comm"]
 
 
 @pytest.mark.slow

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import made_once
-from tests.parallel.conftest import launch_configs
-from tests.parallel.dist_run import launch
+from tests.parallel.conftest import shared_launches
 
 STEPS = 5
 EXPERT_KEYS = ("recurrence.block.ffn.experts.w13_EDF", "recurrence.block.ffn.experts.w2_EFD")
 
 
 WORLDS = {  # ranks: {configuration: dist_run.py arguments}
+    1: {"ref": []},
     2: {"fsdp2": [], "ep2": ["--ep", "2", "--count-comm"]},
     4: {"dp2_ep2": ["--ep", "2", "--dp-shard", "2", "--count-comm"],
         "hsdp2x2": ["--dp-replicate", "2", "--dp-shard", "2", "--count-comm"],
@@ -25,23 +24,22 @@ WORLDS = {  # ranks: {configuration: dist_run.py arguments}
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, worker_id):
-    d = made_once(tmp_path_factory, worker_id, "fsdp_ep_ref", lambda d: launch(
-        1, ["--out", str(d / "ref.pt"), "--steps", str(STEPS)]))
-    return torch.load(d / "ref.pt", weights_only=True)
+def dir_of(tmp_path_factory, worker_id):
+    return shared_launches(tmp_path_factory, worker_id, "fsdp_ep", {
+        n: {name: ["--steps", str(STEPS), *a] for name, a in cases.items()} for n, cases in WORLDS.items()})
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory, worker_id):
+def reference(dir_of):
+    return torch.load(dir_of(1) / "ref.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def shared(dir_of):
     """run(nproc, name): (rank 0's result, every rank's MoE biases) of configuration `name`, from the one
     `nproc`-rank launch that runs all of WORLDS[nproc]."""
-    dirs = {}
-
     def run(nproc, name):
-        if nproc not in dirs:
-            dirs[nproc] = made_once(tmp_path_factory, worker_id, f"fsdp_ep_{nproc}ranks", lambda d: launch_configs(
-                nproc, d, {n: ["--steps", str(STEPS), *a] for n, a in WORLDS[nproc].items()}))
-        out = dirs[nproc] / f"{name}.pt"
+        out = dir_of(nproc) / f"{name}.pt"
         return (torch.load(out, weights_only=True),
                 [torch.load(f"{out}.bias{r}", weights_only=True) for r in range(nproc)])
     return run

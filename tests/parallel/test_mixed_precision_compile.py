@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import made_once
-from tests.parallel.conftest import launch_configs
+from tests.parallel.conftest import shared_launches
 
 BF16_TOL = 0.05
 TRACK = ["--steps", "8", "--fixed-data", "--lr", "1e-2"]
@@ -23,14 +22,8 @@ WORLDS = {  # ranks: {configuration: arguments}; the compiled run last (its grap
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, worker_id):
     """runs(nproc, name): rank 0's result of configuration `name` of the shared `nproc`-rank launch."""
-    dirs = {}
-
-    def get(nproc, name):
-        if nproc not in dirs:  # compiling takes ~40 s on 2 cores
-            dirs[nproc] = made_once(tmp_path_factory, worker_id, f"mp_compile_{nproc}ranks",
-                                    lambda d: launch_configs(nproc, d, WORLDS[nproc], timeout=600))
-        return torch.load(dirs[nproc] / f"{name}.pt", weights_only=True)
-    return get
+    dir_of = shared_launches(tmp_path_factory, worker_id, "mp_compile", WORLDS, timeout=600)  # compiling: ~40 s
+    return lambda nproc, name: torch.load(dir_of(nproc) / f"{name}.pt", weights_only=True)
 
 
 @pytest.mark.slow
