@@ -1,28 +1,25 @@
 """The looped block is gathered once per forward/backward, not once per loop: FSDP2 collectives per step counted
 (patched torch.distributed entry points) at T=2 and T=6 (backprop through all loops), with FSDP over all ranks and
-with HSDP (2 shard groups of 2). The 2-rank configurations share one 2-rank launch, the HSDP ones one 4-rank launch
-(tests/parallel/conftest.py::launch_configs: each configuration builds its own engine in the same process group)."""
+with HSDP (2 shard groups of 2). Each configuration runs in the shared launch of its rank count
+(tests/parallel/conftest.py::register_runs: each builds its own engine and mesh)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from tests.parallel.conftest import shared_launches
+from tests.parallel.conftest import register_runs
 
 HSDP = ("--dp-replicate", "2", "--dp-shard", "2")
-WORLDS = {  # ranks: {configuration: arguments}; T = 2 and 6 of each
-    2: {f"{name}{t}": extra for t in (2, 6)
+register_runs("fsdp_comm", {  # ranks: {configuration: arguments}; T = 2 and 6 of each
+    2: {f"{name}{t}": ["--loops", str(t), *extra] for t in (2, 6)
         for name, extra in (("loop", ["--ac", "loop"]), ("nodefer", ["--no-defer"]))},
-    4: {f"hsdp{t}": ["--ac", "loop", *HSDP] for t in (2, 6)},
-}
+    4: {f"hsdp{t}": ["--loops", str(t), "--ac", "loop", *HSDP] for t in (2, 6)},
+}, common=["--steps", "2", "--backprop-k", "0", "--count-comm"])
 
 
 @pytest.fixture(scope="module")
-def comm(tmp_path_factory, worker_id):
-    """comm(nproc, name): per-step collective counts of configuration `name` of the shared `nproc`-rank launch."""
-    dir_of = shared_launches(tmp_path_factory, worker_id, "fsdp_comm", {
-        n: {name: ["--steps", "2", "--loops", name[-1], "--backprop-k", "0", "--count-comm", *extra]
-            for name, extra in cases.items()} for n, cases in WORLDS.items()})
-    return lambda nproc, name: torch.load(dir_of(nproc) / f"{name}.pt", weights_only=True)["comm"]
+def comm(dist_runs):
+    """comm(nproc, name): per-step collective counts of configuration `name`."""
+    return lambda nproc, name: torch.load(dist_runs(nproc, f"fsdp_comm.{name}"), weights_only=True)["comm"]
 
 
 @pytest.mark.slow

@@ -1,45 +1,38 @@
 """FSDP2 and expert parallelism against a single process on the same global batch (gloo, CPU, several processes).
 
 Every configuration trains the same tiny looped MoE model from the same init on the same synthetic global batches
-(3 loops, truncated backprop through the last 2) for 5 steps with AdamW + clipping + the MoE bias update. The
-2-rank configurations share one 2-rank launch and the 4-rank ones one 4-rank launch (each builds its own engine and
-mesh; tests/parallel/conftest.py::launch_configs), made once per test run."""
+(3 loops, truncated backprop through the last 2) for 5 steps with AdamW + clipping + the MoE bias update. Each
+configuration runs in the shared launch of its rank count (tests/parallel/conftest.py::register_runs; each builds its
+own engine and mesh)."""
 from __future__ import annotations
 
 import pytest
 import torch
-from tests.parallel.conftest import shared_launches
+from tests.parallel.conftest import register_runs
 
 STEPS = 5
 EXPERT_KEYS = ("recurrence.block.ffn.experts.w13_EDF", "recurrence.block.ffn.experts.w2_EFD")
 
 
-WORLDS = {  # ranks: {configuration: dist_run.py arguments}
+register_runs("fsdp_ep", {
     1: {"ref": []},
     2: {"fsdp2": [], "ep2": ["--ep", "2", "--count-comm"]},
     4: {"dp2_ep2": ["--ep", "2", "--dp-shard", "2", "--count-comm"],
         "hsdp2x2": ["--dp-replicate", "2", "--dp-shard", "2", "--count-comm"],
         "hsdp2_ep2": ["--dp-replicate", "2", "--ep", "2", "--count-comm"]},
-}
+}, common=["--steps", str(STEPS)])
 
 
 @pytest.fixture(scope="module")
-def dir_of(tmp_path_factory, worker_id):
-    return shared_launches(tmp_path_factory, worker_id, "fsdp_ep", {
-        n: {name: ["--steps", str(STEPS), *a] for name, a in cases.items()} for n, cases in WORLDS.items()})
+def reference(dist_runs):
+    return torch.load(dist_runs(1, "fsdp_ep.ref"), weights_only=True)
 
 
 @pytest.fixture(scope="module")
-def reference(dir_of):
-    return torch.load(dir_of(1) / "ref.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def shared(dir_of):
-    """run(nproc, name): (rank 0's result, every rank's MoE biases) of configuration `name`, from the one
-    `nproc`-rank launch that runs all of WORLDS[nproc]."""
+def shared(dist_runs):
+    """run(nproc, name): (rank 0's result, every rank's MoE biases) of configuration `name`."""
     def run(nproc, name):
-        out = dir_of(nproc) / f"{name}.pt"
+        out = dist_runs(nproc, f"fsdp_ep.{name}")
         return (torch.load(out, weights_only=True),
                 [torch.load(f"{out}.bias{r}", weights_only=True) for r in range(nproc)])
     return run

@@ -1,6 +1,6 @@
 """bf16 mixed precision (FSDP2 MixedPrecisionPolicy on 2 ranks; autocast on 1 rank) trains and tracks fp32, and a
-torch.compile smoke test. The 2-rank runs share one 2-rank launch and the 1-rank runs one process
-(tests/parallel/conftest.py::launch_configs: each builds its own engine), made once per test run.
+torch.compile smoke test. Each run is a configuration in the shared launch of
+its rank count (tests/parallel/conftest.py::register_runs: each builds its own engine).
 
 Tolerance (stated): 8 steps on a fixed batch (loss falls from 5.55 to ~2.2); per step |loss_bf16 - loss_fp32|
 <= 0.05 (measured 0.012 max on this machine), and the bf16 loss must fall by more than half."""
@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.parallel.conftest import shared_launches
+from tests.parallel.conftest import register_runs
 
 BF16_TOL = 0.05
 TRACK = ["--steps", "8", "--fixed-data", "--lr", "1e-2"]
-WORLDS = {  # ranks: {configuration: arguments}; the compiled run last (its graph count is the process's)
+register_runs("mp", {
     2: {"fp32": TRACK, "bf16": [*TRACK, "--mp", "bf16", "--ep", "2", "--ac", "loop"]},
     1: {"fp32": TRACK, "bf16": [*TRACK, "--mp", "bf16"],
         "eager": ["--steps", "2", "--ac", "loop"], "compiled": ["--steps", "2", "--compile", "--ac", "loop"]},
-}
+})
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, worker_id):
-    """runs(nproc, name): rank 0's result of configuration `name` of the shared `nproc`-rank launch."""
-    dir_of = shared_launches(tmp_path_factory, worker_id, "mp_compile", WORLDS, timeout=600)  # compiling: ~40 s
-    return lambda nproc, name: torch.load(dir_of(nproc) / f"{name}.pt", weights_only=True)
+def runs(dist_runs):
+    """runs(nproc, name): rank 0's result of configuration `name`."""
+    return lambda nproc, name: torch.load(dist_runs(nproc, f"mp.{name}"), weights_only=True)
 
 
 @pytest.mark.slow
