@@ -2,12 +2,15 @@
 the looped MoE model with per-step sampled loop counts and the dense model, AdamW + clipping at 1.0 + the MoE bias
 update, 5 steps through the one `train_step`, with gradient accumulation (global batch 4 in micro-batches of 1:
 4 per step in the reference, 2 per rank under DeepSpeed's gradient_accumulation_steps); also ZeRO-Offload (optimizer state, and ZeRO-3 parameters, on the CPU).
-All cases run in one 2-rank launch (DeepSpeed's import is slow); no DeepSpeed op may be compiled on the way
+All DeepSpeed cases run in one 2-rank launch (DeepSpeed's import is slow), the reference in the shared 1-rank launch
+(tests/parallel/conftest.py::register_runs); no DeepSpeed op may be compiled on the way
 (TORCH_EXTENSIONS_DIR stays empty)."""
 from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import made_once
+from tests.parallel.conftest import register_runs
 from tests.parallel.dist_run import launch
 
 STEPS = 5
@@ -16,20 +19,26 @@ MODELS = ("moe", "dense")
 OFFLOAD = ("deepspeed:2:moe:offload", "deepspeed:3:moe:offload")  # optimizer (+ ZeRO-3 params) offloaded to CPU
 
 
+CASE_ARGS = ["--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1"]
+register_runs("deepspeed", {1: {"ref": [*CASE_ARGS, *[f"--case=fsdp:0:{m}" for m in MODELS]]}})
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ds")
-    ref, ds = tmp / "ref.pt", tmp / "ds.pt"
-    launch(1, ["--out", str(ref), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
-               *[f"--case=fsdp:0:{m}" for m in MODELS]])
-    ext = tmp / "torch_extensions"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TORCH_EXTENSIONS_DIR", str(ext))
-        launch(2, ["--out", str(ds), "--steps", str(STEPS), "--sampled-loops", "--micro-batch", "1",
-                   *[f"--case=deepspeed:{z}:{m}" for m in MODELS for z in STAGES], *[f"--case={c}" for c in OFFLOAD]])
+def runs(dist_runs, tmp_path_factory, worker_id):
+    """The 1-rank FSDP reference (in the shared 1-rank launch) and the 2-rank DeepSpeed launch, made once per test
+    run (both xdist workers read it: the parametrized tests may land on either)."""
+    def make(tmp):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("TORCH_EXTENSIONS_DIR", str(tmp / "torch_extensions"))
+            launch(2, ["--out", str(tmp / "ds.pt"), *CASE_ARGS, *[f"--case=deepspeed:{z}:{m}" for m in MODELS
+                                                                  for z in STAGES], *[f"--case={c}" for c in OFFLOAD]])
+
+    tmp = made_once(tmp_path_factory, worker_id, "deepspeed_runs", make)
+    ds, ext = tmp / "ds.pt", tmp / "torch_extensions"
     biases = [torch.load(f"{ds}.bias{r}", weights_only=True) for r in range(2)]
     built = sorted(p.name for p in ext.iterdir()) if ext.exists() else []
-    return torch.load(ref, weights_only=True), torch.load(ds, weights_only=True), biases, built
+    ref = torch.load(dist_runs(1, "deepspeed.ref"), weights_only=True)
+    return ref, torch.load(ds, weights_only=True), biases, built
 
 
 @pytest.mark.slow
