@@ -51,12 +51,10 @@ def pytest_collection_modifyitems(config, items):
 def made_once(tmp_path_factory, worker_id: str, name: str, make: Callable[[Path], None]) -> Path:
     """Directory `name`, filled by `make(dir)` once per test run: under pytest-xdist the first worker that needs it
     makes it while the others wait on a file lock, then all read it (the pattern of xdist's docs), so an expensive
-    multi-rank run shared by tests on both workers is not made twice."""
-    if worker_id == "master":  # no xdist
-        d = tmp_path_factory.mktemp(name)
-        make(d)
-        return d
-    d = tmp_path_factory.getbasetemp().parent / name  # the run's directory, above every worker's own
+    multi-rank run shared by tests on both workers is not made twice. Without xdist too (a fixture imported by several
+    modules is set up once per module)."""
+    base = tmp_path_factory.getbasetemp()
+    d = (base if worker_id == "master" else base.parent) / name  # the run's directory, above every worker's own
     with FileLock(f"{d}.lock"):
         if not (d / ".done").is_file():
             shutil.rmtree(d, ignore_errors=True)  # a failed attempt's leftovers

@@ -1,6 +1,9 @@
 """Two ranks (gloo, one process per rank as srun starts them): a shard damaged on one rank makes both ranks fall back to
 the same older checkpoint; a rank hanging at step 5 ends the job with the requeue code within the collective timeout
-(+30 s), leaves a stack dump per rank, and a re-run resumes with the uninterrupted losses bit for bit."""
+(+30 s), leaves a stack dump per rank, and a re-run resumes with the uninterrupted losses bit for bit.
+
+The runs use test_checkpoint_reshard's options (expert parallelism 2, checkpoints every 2 steps), so its 2-rank run
+(made once) is the uninterrupted reference here."""
 from __future__ import annotations
 
 import os
@@ -14,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, read_metrics, train_args
+from tests.conftest import REPO, read_metrics
 from tests.parallel.dist_run import free_port
+from tests.parallel.test_checkpoint_reshard import ep2_run, ep_args  # noqa: F401 (a fixture)
 
 STEPS = 6
 TIMEOUT_S = 10
@@ -23,7 +27,7 @@ TIMEOUT_S = 10
 
 def start(run: Path, data: Path, *extra: str, env_extra: dict | None = None) -> list[subprocess.Popen]:
     port = free_port()
-    args = train_args(run, data, STEPS, "--checkpoint.interval", "2", *extra)
+    args = ep_args(run, data, STEPS, 2, *extra)
     procs = []
     for r in range(2):
         env = {**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "LOCAL_RANK": str(r), "MASTER_ADDR": "127.0.0.1",
@@ -57,10 +61,9 @@ def losses(run: Path, first: int) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def reference(prepared_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("faults2") / "ref"
-    run_ok(run, prepared_data)
-    return run
+def reference(ep2_run) -> Path:
+    """The uninterrupted run: only ever copied."""
+    return ep2_run
 
 
 @pytest.mark.slow

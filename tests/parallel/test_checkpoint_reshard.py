@@ -1,42 +1,25 @@
-"""Sharded DCP checkpoints across world sizes, through the real CLI under torchrun: save at 2 ranks, resume at 1 and
-at 4; the next losses match continuing at 2 (within 1e-5) at the same global data position. With expert parallelism
-too: experts saved as (dp_shard, ep)-sharded DTensors load into plain tensors (1 rank) and into dp 2 x ep 2."""
+"""Sharded DCP checkpoints across world sizes, through the real CLI: save at 2 ranks, resume at 1 and at 4; the next
+losses match continuing at 2 (within 1e-5) at the same global data position. With expert parallelism
+too: experts saved as (dp_shard, ep)-sharded DTensors load into plain tensors (1 rank) and into dp 2 x ep 2.
+
+The ranks are plain processes with env:// rendezvous, as srun starts them: torchrun would only add a launcher process
+per run (its own behaviour is test_rank_failure's), not another checkpoint layout."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, read_metrics, train_args
-from tests.parallel.dist_run import free_port
-
-TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
-
-
-def torchrun_cmd(nproc: int) -> list[str]:
-    if nproc == 1:
-        return [sys.executable, "-m"]
-    return [TORCHRUN, "--nproc-per-node", str(nproc), "--max-restarts", "0", "--master-port", str(free_port()), "-m"]
+from tests.conftest import made_once, read_metrics, train_args
+from tests.parallel.dist_run import start, wait
 
 
 def run(nproc: int, args: list[str], timeout: float = 300) -> str:
-    """Run the CLI (under torchrun if nproc > 1) in its own session; on timeout the whole group is killed."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(torchrun_cmd(nproc) + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         env=env, cwd=REPO, start_new_session=True)
-    try:
-        out = p.communicate(timeout=timeout)[0]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    assert p.returncode == 0, out[-5000:]
-    return out
+    """Run the CLI as `nproc` ranks (one process if nproc == 1); rank 0's output. Any rank left at timeout is killed."""
+    rcs, outs = wait(start(nproc, ["-m", *args]), timeout)
+    assert rcs == [0] * nproc, "\n".join(o[-3000:] for o in outs)
+    return outs[0]
 
 
 def rewind(src: Path, dst: Path, step: int) -> Path:
@@ -54,18 +37,29 @@ def data_state(run_dir: Path, step: int) -> dict:
     return json.loads((run_dir / "checkpoints" / f"step_{step:07d}" / "trainer_state.json").read_text())["data"]
 
 
+def ep_args(run_dir: Path, data: Path, steps: int, ep: int, *extra: str) -> list[str]:
+    """One sequence per forward, per-loop checkpointing, expert parallelism `ep`, checkpoints every 2 steps."""
+    return train_args(run_dir, data, steps, "--train.micro_batch", "1", "--parallel.ac", "loop",
+                      "--checkpoint.interval", "2", "--parallel.ep", str(ep), *extra)
+
+
+@pytest.fixture(scope="module")
+def ep2_run(prepared_data, tmp_path_factory, worker_id) -> Path:
+    """6 steps at 2 ranks with ep 2 (checkpoints at 2, 4, 6): the save of the test below, and test_checkpoint_faults'
+    uninterrupted reference; made once per test run (`made_once`), only ever copied."""
+    d = made_once(tmp_path_factory, worker_id, "ep2_run", lambda d: run(2, ep_args(d / "run", prepared_data, 6, 2)))
+    return d / "run"
+
+
 @pytest.mark.slow
-def test_save_at_2_resume_at_1_and_4(prepared_data, tmp_path):
+def test_save_at_2_resume_at_1_and_4(ep2_run, prepared_data, tmp_path):
     """With expert parallelism (ep 2 at 2 and 4 ranks, plain tensors in one process). Plain FSDP resharding of the
     dense weights (4, 2 and 1 rank) is the HSDP test's below."""
-    extra = ["--train.micro_batch", "1", "--parallel.ac", "loop"]
-    ep = 2
-    a = tmp_path / "two"
-    run(2, train_args(a, prepared_data, 6, *extra, "--parallel.ep", str(ep)))  # checkpoints at 4 and 6
+    a = ep2_run
     ref = read_metrics(a)
     for nproc in (1, 4):
         d = rewind(a, tmp_path / f"n{nproc}", 4)
-        run(nproc, train_args(d, prepared_data, 6, *extra, "--parallel.ep", str(ep if nproc > 1 else 1)))
+        run(nproc, ep_args(d, prepared_data, 6, 2 if nproc > 1 else 1))
         got = read_metrics(d)
         for step in (5, 6):
             assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-5, (nproc, step, got[step], ref[step])

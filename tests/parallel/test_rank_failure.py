@@ -1,16 +1,21 @@
-"""SIGKILL of one rank under torchrun: the job ends within a bounded time (no hang) and resumes from `latest`."""
+"""SIGKILL of one rank under torchrun: the job ends within a bounded time (no hang) and resumes from `latest` (the
+resume is launched as plain rank processes: what it shows is the checkpoint, not torchrun again)."""
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO, read_metrics, train_args
-from tests.parallel.test_checkpoint_reshard import run, torchrun_cmd
+from tests.parallel.dist_run import free_port
+from tests.parallel.test_checkpoint_reshard import run
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
 BOUND_S = 60.0  # torchrun's agent SIGTERMs the surviving ranks (SIGKILL after its own 30 s grace)
 
@@ -41,7 +46,8 @@ def test_sigkill_one_rank_ends_job_and_resume_works(prepared_data, tmp_path):
     run_dir = tmp_path / "run"
     args = train_args(run_dir, prepared_data, 2000, "--checkpoint.interval", "2", "--parallel.ac", "loop")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen(torchrun_cmd(2) + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    cmd = [TORCHRUN, "--nproc-per-node", "2", "--max-restarts", "0", "--master-port", str(free_port()), "-m", *args]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          env=env, cwd=REPO, start_new_session=True)
     try:
         latest = run_dir / "checkpoints" / "latest"

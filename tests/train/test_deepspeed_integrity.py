@@ -3,7 +3,8 @@ one that passes its rewritten manifest but not the load, a garbled trainer_state
 warning line each and bitwise-equal losses after it; a file that asks to run code is refused with one line by resume
 (2 ranks, the file on rank 1 only) and by mythos-export / the eval loader, and never runs.
 
-One 2-rank ZeRO-2 reference run (checkpoints every 2 steps, all kept) is copied and damaged for the cases."""
+One 2-rank ZeRO-2 reference run (checkpoints every 2 steps, all kept; test_deepspeed_resume's, made once) is copied
+and damaged for the cases."""
 from __future__ import annotations
 
 import shutil
@@ -12,22 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import read_metrics, train_args
+from tests.conftest import read_metrics
 from tests.parallel.dist_run import start, wait
 from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
+from tests.train.test_deepspeed_resume import STEPS, _args, references  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
-STEPS = 8
 OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"  # read by rank 1 only
 
 
-def _args(run: Path, data: Path) -> list[str]:
-    return train_args(run, data, STEPS, "--parallel.backend", "deepspeed", "--parallel.zero_stage", "2",
-                      "--checkpoint.interval", "2", "--checkpoint.keep", "4", "--metrics.tensorboard", "false")
-
-
 def _train(run: Path, data: Path) -> tuple[list[int], str]:
-    rcs, outs = wait(start(2, ["-m", *_args(run, data)]))
+    rcs, outs = wait(start(2, ["-m", *_args(run, data, 2)]))
     return rcs, outs[0]
 
 
@@ -37,10 +33,9 @@ def losses(run: Path, first: int) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def reference(prepared_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("ds_integrity") / "ref"
-    rcs, out = _train(run, prepared_data)
-    assert rcs == [0, 0], out[-4000:]
+def reference(references) -> Path:
+    """The uninterrupted ZeRO-2 run: only ever copied here, never changed."""
+    run = references[2]
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == [ckpt(run, s).name for s in (2, 4, 6, 8)]
     return run
 

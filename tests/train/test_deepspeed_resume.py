@@ -1,10 +1,14 @@
 """DeepSpeed runs through the real trainer CLI at 2 ranks (one plain process per rank, as srun starts them):
 resume after a kill under ZeRO-2 and after SIGTERM under ZeRO-3 reproduces the uninterrupted losses bit for bit;
 a resume at another world size / ZeRO stage is a one-line error; mythos-eval's loader and mythos-export read the run.
+
+The uninterrupted ZeRO-2 run (`references`) is also the one test_deepspeed_integrity damages and
+test_deepspeed_universal resumes at 1 rank: one set of options (`_args`) serves all three, so it is made once.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,12 +18,15 @@ import pytest
 from tests.conftest import made_once, read_metrics, run_cli, train_args
 from tests.parallel.dist_run import start, wait
 
-STEPS = 4
+STEPS = 8
 
 
 def _args(run, data, stage, *extra):
+    """Checkpoints at 2, 4, 6, 8, all kept (test_deepspeed_integrity falls back through them); one sequence per
+    forward, so 1 rank accumulates 4 micro-batches where 2 ranks do 2 each (test_deepspeed_universal)."""
     return train_args(run, data, STEPS, "--parallel.backend", "deepspeed", "--parallel.zero_stage", str(stage),
-                      "--checkpoint.interval", "2", "--parallel.ac", "loop", "--train.grad_clip", "0.5", *extra)
+                      "--checkpoint.interval", "2", "--checkpoint.keep", "4", "--metrics.tensorboard", "false",
+                      "--parallel.ac", "loop", "--train.micro_batch", "1", "--train.grad_clip", "0.5", *extra)
 
 
 def _start(args, env_extra=None):
@@ -94,13 +101,14 @@ def test_zero3_sigterm_saves_on_all_ranks_exits_75_and_resumes_bitwise(reference
 
 
 @pytest.mark.slow
-def test_resume_with_other_stage_or_world_size_is_one_line_error(references, prepared_data):
-    r = run_cli(_args(references[2], prepared_data, 3, "--train.steps", str(STEPS + 2)))
+def test_resume_with_other_stage_or_world_size_is_one_line_error(references, prepared_data, tmp_path):
+    run = shutil.copytree(references[2], tmp_path / "run")  # the shared run stays as it was for the other tests
+    r = run_cli(_args(run, prepared_data, 3, "--train.steps", str(STEPS + 2)))
     assert r.returncode == 2, r.stderr[-3000:]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "zero_stage 2 -> 3" in last and "world_size 2 -> 1" in last, last
     assert "Traceback" not in r.stderr
-    assert (references[2] / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
+    assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
 
 
 @pytest.mark.slow

@@ -1,22 +1,17 @@
 """A DeepSpeed ZeRO-2 run saved at 2 ranks resumes in one process through DeepSpeed's universal checkpoint
 (`ds_to_universal`, then `checkpoint.load_universal`): the same data position, and the next losses within 1e-5 of
-continuing at 2 ranks. DeepSpeed with our expert parallelism is refused in one line that says why and what to use."""
+continuing at 2 ranks. DeepSpeed with our expert parallelism is refused in one line that says why and what to use.
+
+The 2-rank run is test_deepspeed_resume's uninterrupted ZeRO-2 run (made once; one sequence per forward)."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
-from tests.conftest import read_metrics, run_cli, train_args
-from tests.parallel.dist_run import start, wait
-
-STEPS = 6
-
-
-def _args(run, data, *extra):
-    return train_args(run, data, STEPS, "--parallel.backend", "deepspeed", "--parallel.zero_stage", "2",
-                      "--checkpoint.interval", "2", "--parallel.ac", "loop", "--train.micro_batch", "1", *extra)
+from tests.conftest import read_metrics, run_cli
+from tests.parallel.test_checkpoint_reshard import rewind
+from tests.train.test_deepspeed_resume import STEPS, _args, references  # noqa: F401 (a fixture)
 
 
 def _data_state(run, step):
@@ -24,23 +19,18 @@ def _data_state(run, step):
 
 
 @pytest.mark.slow
-def test_zero2_saved_at_2_resumes_at_1_through_universal_checkpoint(prepared_data, tmp_path):
-    two = tmp_path / "two"
-    rcs, outs = wait(start(2, ["-m", *_args(two, prepared_data)]), timeout=900)
-    assert rcs == [0, 0], outs[0][-4000:]
-    one = tmp_path / "one"  # the 2-rank run as it was right after its step-4 checkpoint
-    shutil.copytree(two, one)
-    shutil.rmtree(one / "checkpoints" / "step_0000006")
-    (one / "checkpoints" / "latest").write_text("step_0000004\n")
-    r = run_cli(_args(one, prepared_data))
+def test_zero2_saved_at_2_resumes_at_1_through_universal_checkpoint(references, prepared_data, tmp_path):
+    two = references[2]
+    one = rewind(two, tmp_path / "one", 4)  # the 2-rank run as it was right after its step-4 checkpoint
+    r = run_cli(_args(one, prepared_data, 2))
     assert r.returncode == 0, r.stderr[-4000:]
     assert f"resumed from {one / 'checkpoints' / 'step_0000004'} at step 4" in r.stdout + r.stderr
     want, got = read_metrics(two), read_metrics(one)
-    for step in (5, 6):
+    for step in range(5, STEPS + 1):
         assert abs(got[step]["loss"] - want[step]["loss"]) <= 1e-5, (step, got[step], want[step])
         assert got[step]["world_size"] == 1 and want[step]["world_size"] == 2
-    assert _data_state(one, 6) == _data_state(two, 6)  # same global data position
-    assert _data_state(one, 6)["samples_consumed"] == STEPS * 4
+    assert _data_state(one, STEPS) == _data_state(two, STEPS)  # same global data position
+    assert _data_state(one, STEPS)["samples_consumed"] == STEPS * 4
     assert json.loads((one / "deepspeed_config.json").read_text())["checkpoint"] == {"load_universal": True}
     assert not list((one / "checkpoints").glob("*universal*"))  # the converted copy is removed after loading
 
