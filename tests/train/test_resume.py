@@ -99,18 +99,17 @@ def test_checkpoint_keep_prunes_old(reference_run):
 
 @pytest.mark.slow
 def test_nonfinite_steps_skipped_then_stop(prepared_data, tmp_path):
-    run = tmp_path / "one"
-    r = run_cli(train_args(run, prepared_data, 6), env_extra={"MYTHOS_FAULTS": "nan_loss@3"})
-    assert r.returncode == 0, r.stderr
-    assert "step 3: non-finite loss" in r.stderr
-    assert sorted(read_metrics(run)) == [1, 2, 4, 5, 6]
-
-    run = tmp_path / "many"
-    r = run_cli(train_args(run, prepared_data, 10, "--checkpoint.interval", "2"),
-                env_extra={"MYTHOS_FAULTS": "nan_loss@5,nan_loss@6,nan_loss@7"})
+    """One run shows both: a lone non-finite step (3) is skipped and training goes on (step 4 trains and is
+    checkpointed, and the streak starts again), then three in a row (5-7) stop it; the stopped run resumes."""
+    run = tmp_path / "run"
+    cli = train_args(run, prepared_data, 10, "--checkpoint.interval", "2")
+    r = run_cli(cli, env_extra={"MYTHOS_FAULTS": "nan_loss@3,nan_loss@5,nan_loss@6,nan_loss@7"})
     assert r.returncode == 3, r.stderr
+    assert "step 3: non-finite loss" in r.stderr
+    assert sorted(read_metrics(run)) == [1, 2, 4]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: training diverged: 3 non-finite steps in a row") and "Traceback" not in r.stderr
+    assert "stopped at step 7" in last  # the good step 4 ended step 3's streak
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000004"
-    r = run_cli(train_args(run, prepared_data, 10, "--checkpoint.interval", "2"))
+    r = run_cli(cli)
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
