@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import read_metrics, run_cli, train_args
+from tests.conftest import made_once, read_metrics, run_cli, train_args
 
 STEPS = 12
 KINDS = ["truncated_distcp", "random_bytes_distcp", "deleted_metadata", "garbage_trainer_state", "manifest_mismatch"]
@@ -27,12 +27,15 @@ def args(run: Path, data: Path, *extra: str) -> list[str]:
     return train_args(run, data, STEPS, "--checkpoint.interval", "2", "--checkpoint.keep", "6", *extra)
 
 
-@pytest.fixture(scope="module")
-def reference(prepared_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("integrity") / "ref"
-    r = run_cli(args(run, prepared_data))
-    assert r.returncode == 0, r.stderr
-    return run
+@pytest.fixture(scope="session")  # not module: the slow-first order splits the module's tests
+def reference(prepared_data, tmp_path_factory, worker_id) -> Path:
+    """Made once for both xdist workers: the tests copy it or read it, and the trainer takes --data.path from the
+    command line, not from the copied config."""
+    def make(d: Path) -> None:
+        r = run_cli(args(d / "ref", prepared_data))
+        assert r.returncode == 0, r.stderr
+
+    return made_once(tmp_path_factory, worker_id, "integrity_reference", make) / "ref"
 
 
 def ckpt(run: Path, step: int) -> Path:

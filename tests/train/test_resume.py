@@ -13,7 +13,7 @@ from tests.conftest import REPO, made_once, read_metrics, run_cli, train_args
 STEPS = 30
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the slow-first order splits the module's tests
 def reference_run(prepared_data, tmp_path_factory, worker_id):
     """The uninterrupted run, made once for both xdist workers (the tests read only its metrics and file names)."""
     def make(d):
