@@ -11,8 +11,9 @@ def _rendezvous(monkeypatch, restart: int) -> dict:
     """One task's view of the rendezvous, computed in this process from a fresh SLURM environment (monkeypatch
     restores the environment afterwards): no interpreter start per case."""
     for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-              "SUBMITIT_EXECUTOR"):
-        monkeypatch.delenv(k, raising=False)
+              "SUBMITIT_EXECUTOR"):  # the function sets these: setenv first, so monkeypatch restores them too
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
     for k, v in dict(SLURM_JOB_ID="1234", SLURM_PROCID="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="node[1-2]",
                      SLURM_RESTART_COUNT=str(restart), SLURM_LOCALID="0", SLURM_NTASKS_PER_NODE="1",
                      SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1").items():
@@ -24,7 +25,10 @@ def _rendezvous(monkeypatch, restart: int) -> dict:
 
 @pytest.mark.slow
 def test_slurm_rendezvous_port_moves_with_restarts(monkeypatch):
-    first, again, requeued = (_rendezvous(monkeypatch, r) for r in (0, 0, 1))
+    before = dict(os.environ)
+    with monkeypatch.context() as m:
+        first, again, requeued = (_rendezvous(m, r) for r in (0, 0, 1))
+    assert dict(os.environ) == before  # nothing left for the next test's subprocesses (RANK would make them rank 1)
     assert first == again  # every rank of one run computes the same rendezvous
     assert (first["MASTER_ADDR"], first["RANK"], first["WORLD_SIZE"]) == ("node1", "1", "2")
     assert requeued["MASTER_PORT"] != first["MASTER_PORT"]
