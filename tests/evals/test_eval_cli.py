@@ -25,19 +25,22 @@ def test_small_split_warning():
 
 
 @pytest.mark.slow
-def test_eval_reports_tokens_and_warns_on_a_small_split(prepared_data, tmp_path):
+def test_eval_reports_tokens_and_warns_on_a_small_split(prepared_data, tmp_path, capsys, one_thread):
+    """mythos-eval's main runs in this process (the trainer in its own): no second interpreter start."""
+    from mythos.evals.cli import main
     run = tmp_path / "run"
     r = run_cli(train_args(run, prepared_data, 2, "--checkpoint.interval", "0"))
     assert r.returncode == 0, r.stderr
-    r = run_cli(["mythos.evals.cli", str(run), "--loops", "1,2", "--batches", "2"])
-    assert r.returncode == 0, r.stderr
+    capsys.readouterr()
+    assert main([str(run), "--loops", "1,2", "--batches", "2"]) == 0
+    r = capsys.readouterr()
     meta = json.loads((prepared_data / "metadata.json").read_text())
     split = meta["splits"]["val"]["tokens"]
     assert split < VAL_WARN_TOKENS  # the shared test corpus is small
     assert f"scored 512 tokens per loop count (2 batches x 4 sequences x 64); validation split: {split} tokens" \
-        in r.stdout, r.stdout
-    assert f"warning: the validation split holds only {split} tokens" in r.stderr
-    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("unigram entropy"))
+        in r.out, r.out
+    assert f"warning: the validation split holds only {split} tokens" in r.err
+    line = next(ln for ln in r.out.splitlines() if ln.startswith("unigram entropy"))
     assert "% above it" in line or "% below it" in line
     report = json.loads((run / "eval_loops.json").read_text())
     assert report["tokens_scored"] == 512 and report["step"] == 2 and report["tokens_seen"] == 2 * 4 * 64

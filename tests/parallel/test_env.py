@@ -3,30 +3,32 @@ SLURM_RESTART_COUNT, so a requeued job restarting at once never meets its previo
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO
 
-
-def _rendezvous(restart: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(SLURM_JOB_ID="1234", SLURM_PROCID="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="node[1-2]",
-               SLURM_RESTART_COUNT=str(restart), SLURM_LOCALID="0", SLURM_NTASKS_PER_NODE="1",
-               SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1", PYTHONPATH=str(REPO))
-    code = ("import json, os; from mythos.parallel.env import _slurm_rendezvous as f; f(); "
-            "print(json.dumps({k: os.environ[k] for k in ('MASTER_ADDR', 'MASTER_PORT', 'RANK', 'WORLD_SIZE')}))")
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    import json
-    return json.loads(r.stdout)
+def _rendezvous(monkeypatch, restart: int) -> dict:
+    """One task's view of the rendezvous, computed in this process from a fresh SLURM environment (monkeypatch
+    restores the environment afterwards): no interpreter start per case."""
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+              "SUBMITIT_EXECUTOR"):  # the function sets these: setenv first, so monkeypatch restores them too
+        monkeypatch.setenv(k, "")
+        monkeypatch.delenv(k)
+    for k, v in dict(SLURM_JOB_ID="1234", SLURM_PROCID="1", SLURM_NTASKS="2", SLURM_JOB_NODELIST="node[1-2]",
+                     SLURM_RESTART_COUNT=str(restart), SLURM_LOCALID="0", SLURM_NTASKS_PER_NODE="1",
+                     SLURM_JOB_NUM_NODES="2", SLURM_NODEID="1").items():
+        monkeypatch.setenv(k, v)
+    from mythos.parallel.env import _slurm_rendezvous
+    _slurm_rendezvous()
+    return {k: os.environ[k] for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")}
 
 
 @pytest.mark.slow
-def test_slurm_rendezvous_port_moves_with_restarts():
-    first, again, requeued = _rendezvous(0), _rendezvous(0), _rendezvous(1)
+def test_slurm_rendezvous_port_moves_with_restarts(monkeypatch):
+    before = dict(os.environ)
+    with monkeypatch.context() as m:
+        first, again, requeued = (_rendezvous(m, r) for r in (0, 0, 1))
+    assert dict(os.environ) == before  # nothing left for the next test's subprocesses (RANK would make them rank 1)
     assert first == again  # every rank of one run computes the same rendezvous
     assert (first["MASTER_ADDR"], first["RANK"], first["WORLD_SIZE"]) == ("node1", "1", "2")
     assert requeued["MASTER_PORT"] != first["MASTER_PORT"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import read_metrics, run_cli, train_args
+from tests.conftest import made_once, read_metrics, run_cli, train_args
 
 STEPS = 12
 KINDS = ["truncated_distcp", "random_bytes_distcp", "deleted_metadata", "garbage_trainer_state", "manifest_mismatch"]
@@ -27,12 +27,15 @@ def args(run: Path, data: Path, *extra: str) -> list[str]:
     return train_args(run, data, STEPS, "--checkpoint.interval", "2", "--checkpoint.keep", "6", *extra)
 
 
-@pytest.fixture(scope="module")
-def reference(prepared_data, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("integrity") / "ref"
-    r = run_cli(args(run, prepared_data))
-    assert r.returncode == 0, r.stderr
-    return run
+@pytest.fixture(scope="session")  # not module: the slow-first order splits the module's tests
+def reference(prepared_data, tmp_path_factory, worker_id) -> Path:
+    """Made once for both xdist workers: the tests copy it or read it, and the trainer takes --data.path from the
+    command line, not from the copied config."""
+    def make(d: Path) -> None:
+        r = run_cli(args(d / "ref", prepared_data))
+        assert r.returncode == 0, r.stderr
+
+    return made_once(tmp_path_factory, worker_id, "integrity_reference", make) / "ref"
 
 
 def ckpt(run: Path, step: int) -> Path:
@@ -144,6 +147,7 @@ class _RunsCode:
 
 @pytest.mark.slow
 def test_crafted_metadata_is_refused_everywhere(reference, prepared_data, tmp_path, capsys):
+    from mythos.evals.cli import main as eval_main
     from mythos.evals.generate_cli import main as generate_main
     from mythos.checkpoint import manifest
     from mythos.hf.export_cli import main as export_main
@@ -153,11 +157,10 @@ def test_crafted_metadata_is_refused_everywhere(reference, prepared_data, tmp_pa
     manifest.write_manifest(ckpt(run, STEPS), STEPS)  # a forger rewrites the manifest too: it must not matter
     expected = f"error: {ckpt(run, STEPS) / '.metadata'}: refused: it asks to load posix.system"
 
-    for cli in (args(run, prepared_data), ["mythos.evals.cli", str(run), "--loops", "1"]):
-        r = run_cli(cli)
-        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.strip().splitlines()[-1].startswith(expected), r.stderr
-    for main, argv in ((generate_main, [str(run), "--prompt", "def"]),
+    r = run_cli(args(run, prepared_data))  # the trainer in its own process (it installs signal handlers)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith(expected), r.stderr
+    for main, argv in ((eval_main, [str(run), "--loops", "1"]), (generate_main, [str(run), "--prompt", "def"]),
                        (export_main, [str(run), "--out", str(tmp_path / "x.safetensors")])):
         with pytest.raises(SystemExit) as e:
             main(argv)

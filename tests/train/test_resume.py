@@ -4,20 +4,23 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO, read_metrics, run_cli, train_args
+from tests.conftest import REPO, made_once, read_metrics, run_cli, train_args
 
 STEPS = 30
 
 
-@pytest.fixture(scope="module")
-def reference_run(prepared_data, tmp_path_factory):
-    run = tmp_path_factory.mktemp("ref") / "run"
-    r = run_cli(train_args(run, prepared_data, STEPS))
-    assert r.returncode == 0, r.stderr
-    return run
+@pytest.fixture(scope="session")  # not module: the slow-first order splits the module's tests
+def reference_run(prepared_data, tmp_path_factory, worker_id):
+    """The uninterrupted run, made once for both xdist workers (the tests read only its metrics and file names)."""
+    def make(d):
+        r = run_cli(train_args(d / "run", prepared_data, STEPS))
+        assert r.returncode == 0, r.stderr
+
+    return made_once(tmp_path_factory, worker_id, "resume_reference", make) / "run"
 
 
 def _start(args, env_extra=None):
@@ -42,38 +45,48 @@ def _losses(run, first, last):
     return [m[s]["loss"] for s in range(first, last + 1)]
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_is_bitwise_exact(reference_run, prepared_data, tmp_path):
-    run = tmp_path / "run"
-    args = train_args(run, prepared_data, STEPS)
+@pytest.fixture(scope="module")
+def killed_twice(prepared_data, tmp_path_factory) -> SimpleNamespace:
+    """One run killed twice, shared by the two kill tests: first while writing step 8's checkpoint (MYTHOS_FAULTS),
+    then, resumed from step 4, by SIGKILL once past step 12; a third process resumes it to the end. Each resume is
+    checked against the reference run, so both kills are shown as if run apart, with one process fewer."""
+    run = tmp_path_factory.mktemp("killed") / "run"
+    ckpts, args = run / "checkpoints", train_args(run, prepared_data, STEPS)
+    k = SimpleNamespace(run=run, ckpts=ckpts, args=args)
+    k.writing = run_cli(args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"})
+    k.latest_after_writing = (ckpts / "latest").read_text().strip() if (ckpts / "latest").is_file() else None
+    k.tmp8_left = (ckpts / "step_0000008.tmp").is_dir() and not (ckpts / "step_0000008").exists()
     proc = _start(args)
     _wait_for_step(proc, run, 12)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = max(read_metrics(run))
-    assert 12 <= killed_at < STEPS
-    r = run_cli(args)
-    assert r.returncode == 0, r.stderr
-    assert "resumed from" in r.stdout
-    ref, resumed = _losses(reference_run, 13, STEPS), _losses(run, 13, STEPS)
-    assert resumed == ref  # bitwise: floats round-trip exactly through JSON
-    assert sorted(read_metrics(run)) == list(range(1, STEPS + 1))  # no duplicated steps after resume
+    k.resumed_then_killed = proc.communicate()[0]
+    k.killed_at = max(read_metrics(run))
+    k.tmp8_gone = not (ckpts / "step_0000008.tmp").exists()
+    k.final = run_cli(args)
+    return k
 
 
 @pytest.mark.slow
-def test_kill_while_writing_checkpoint_keeps_latest(reference_run, prepared_data, tmp_path):
-    run = tmp_path / "run"
-    args = train_args(run, prepared_data, STEPS)
-    r = run_cli(args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"})
-    assert r.returncode == -signal.SIGKILL
-    ckpts = run / "checkpoints"
-    assert (ckpts / "latest").read_text().strip() == "step_0000004"
-    assert (ckpts / "step_0000008.tmp").is_dir() and not (ckpts / "step_0000008").exists()
-    r = run_cli(args)
-    assert r.returncode == 0, r.stderr
-    assert "resumed from" in r.stdout and "step_0000004" in r.stdout
-    assert not (ckpts / "step_0000008.tmp").exists()
-    assert _losses(run, 5, STEPS) == _losses(reference_run, 5, STEPS)
+def test_sigkill_then_resume_is_bitwise_exact(reference_run, killed_twice):
+    k = killed_twice
+    assert 12 <= k.killed_at < STEPS
+    assert k.final.returncode == 0, k.final.stderr
+    assert "resumed from" in k.final.stdout
+    ref, resumed = _losses(reference_run, 13, STEPS), _losses(k.run, 13, STEPS)
+    assert resumed == ref  # bitwise: floats round-trip exactly through JSON
+    assert sorted(read_metrics(k.run)) == list(range(1, STEPS + 1))  # no duplicated steps after resume
+
+
+@pytest.mark.slow
+def test_kill_while_writing_checkpoint_keeps_latest(reference_run, killed_twice):
+    k = killed_twice
+    assert k.writing.returncode == -signal.SIGKILL, k.writing.stderr
+    assert k.latest_after_writing == "step_0000004"
+    assert k.tmp8_left
+    assert "resumed from" in k.resumed_then_killed and "step_0000004" in k.resumed_then_killed
+    assert k.tmp8_gone
+    assert k.final.returncode == 0, k.final.stderr
+    assert _losses(k.run, 5, STEPS) == _losses(reference_run, 5, STEPS)  # 5-12 from the second process, then the third
 
 
 def test_sigterm_checkpoints_and_exits_for_requeue(reference_run, prepared_data, tmp_path):
@@ -99,18 +112,17 @@ def test_checkpoint_keep_prunes_old(reference_run):
 
 @pytest.mark.slow
 def test_nonfinite_steps_skipped_then_stop(prepared_data, tmp_path):
-    run = tmp_path / "one"
-    r = run_cli(train_args(run, prepared_data, 6), env_extra={"MYTHOS_FAULTS": "nan_loss@3"})
-    assert r.returncode == 0, r.stderr
-    assert "step 3: non-finite loss" in r.stderr
-    assert sorted(read_metrics(run)) == [1, 2, 4, 5, 6]
-
-    run = tmp_path / "many"
-    r = run_cli(train_args(run, prepared_data, 10, "--checkpoint.interval", "2"),
-                env_extra={"MYTHOS_FAULTS": "nan_loss@5,nan_loss@6,nan_loss@7"})
+    """One run shows both: a lone non-finite step (3) is skipped and training goes on (step 4 trains and is
+    checkpointed, and the streak starts again), then three in a row (5-7) stop it; the stopped run resumes."""
+    run = tmp_path / "run"
+    cli = train_args(run, prepared_data, 10, "--checkpoint.interval", "2")
+    r = run_cli(cli, env_extra={"MYTHOS_FAULTS": "nan_loss@3,nan_loss@5,nan_loss@6,nan_loss@7"})
     assert r.returncode == 3, r.stderr
+    assert "step 3: non-finite loss" in r.stderr
+    assert sorted(read_metrics(run)) == [1, 2, 4]
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: training diverged: 3 non-finite steps in a row") and "Traceback" not in r.stderr
+    assert "stopped at step 7" in last  # the good step 4 ended step 3's streak
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000004"
-    r = run_cli(train_args(run, prepared_data, 10, "--checkpoint.interval", "2"))
+    r = run_cli(cli)
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stderr
