@@ -17,6 +17,7 @@ class SameOnEveryRank(UserError):
 
 EXIT_USER_ERROR = 2
 SILENT_RANK_WAIT_S = 30.0  # how long a silent rank waits for the launcher to end it after rank 0 reported
+terminated = False  # a SIGTERM was received and kept by mythos.train.signals.StopFlag (a launcher ending the ranks)
 
 
 def _launch_rank() -> int:
@@ -71,7 +72,8 @@ def _leave_it_to_rank0() -> None:
     import signal
     import time
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the launcher's SIGTERM ends the wait
-    time.sleep(SILENT_RANK_WAIT_S)
+    if not terminated:  # it came already (and the stop flag kept it): rank 0 is gone
+        time.sleep(SILENT_RANK_WAIT_S)
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import signal
 
+from mythos import errors
+
 # sysexits' EX_TEMPFAIL: "try again later". launch/ and slurm/ scripts requeue on it.
 EXIT_REQUEUE = 75
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
@@ -33,6 +35,8 @@ class StopFlag:
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
         self.signum = self.signum or signum
+        if signum == signal.SIGTERM:
+            errors.terminated = True  # a silent rank with an error must not then wait for the SIGTERM it swallowed
 
     def request(self) -> None:
         """Ask for a clean stop (e.g. a wall-time limit), the same way a signal does."""
