@@ -38,8 +38,9 @@ def make_corpus(root: Path, n_files: int = 40) -> Path:
 
 def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    kw.setdefault("cwd", REPO)
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          cwd=REPO, **kw)
+                          **kw)
 
 
 def pytest_collection_modifyitems(config, items):
