@@ -29,12 +29,13 @@ def _launch_rank() -> int:
     return 0
 
 
-def _launch_world() -> int:
-    """The launch's world size under torchrun (WORLD_SIZE) or srun (SLURM_NTASKS); 1 when launched alone."""
+def launched_world_size() -> int:
+    """The world size torchrun (WORLD_SIZE) or srun (SLURM_NTASKS, one process per task) gives this process."""
     import os
-    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
+    if os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_NTASKS", "").isdigit():
+        return int(os.environ["SLURM_NTASKS"])
     return 1
 
 
@@ -88,7 +89,7 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
                 _leave_it_to_rank0()
             else:
                 _report(str(e))
-            if _launch_world() > 1 and "torch.distributed" in sys.modules:
+            if launched_world_size() > 1 and "torch.distributed" in sys.modules:
                 exit_after_distributed(EXIT_USER_ERROR)  # the run's finally already destroyed the process group
             raise SystemExit(EXIT_USER_ERROR)
         return 0 if rc is None else rc

@@ -8,17 +8,8 @@ import argparse
 import os
 import sys
 
-from mythos.errors import UserError, cli_entry
+from mythos.errors import UserError, cli_entry, launched_world_size
 from mythos.train.signals import EXIT_REQUEUE, stop_flag
-
-
-def launched_world_size() -> int:
-    """The world size torchrun (WORLD_SIZE) or srun (SLURM_NTASKS, one process per task) gives this process."""
-    if os.environ.get("WORLD_SIZE", "").isdigit():
-        return int(os.environ["WORLD_SIZE"])
-    if "SLURM_PROCID" in os.environ and os.environ.get("SLURM_NTASKS", "").isdigit():
-        return int(os.environ["SLURM_NTASKS"])
-    return 1
 
 
 def check_launch(cfg) -> None:
