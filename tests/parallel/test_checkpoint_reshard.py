@@ -29,7 +29,8 @@ def chain(nproc: int, steps: list[list[str]], timeout: float = 600) -> list[str]
     """Run `steps` (["train", *train_args(...)] or ["rewind", SRC, DST, STEP]) one after another in ONE launch of
     `nproc` ranks (tests/parallel/conftest.py's launch_configs child, calling `main` below for each): the import and
     the process group are paid once per launch, not per run. Rank 0's output of each step."""
-    args = [a for i, s in enumerate(steps) for a in ("--then", "test_checkpoint_reshard", "--out", str(i), *map(str, s))]
+    args = [a for i, step in enumerate(steps)
+            for a in ("--then", "test_checkpoint_reshard", "--out", str(i), *map(str, step))]
     out = run(nproc, ["tests.parallel.conftest", *args[1:]], timeout)
     return out.split("== chain step ")[1:]
 
