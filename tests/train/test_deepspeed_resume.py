@@ -2,7 +2,8 @@
 resume after a kill under ZeRO-2 and after SIGTERM under ZeRO-3 reproduces the uninterrupted losses bit for bit;
 a resume at another world size / ZeRO stage is a one-line error; mythos-eval's loader and mythos-export read the run.
 
-The uninterrupted ZeRO-2 run (`references`) is also the one test_deepspeed_integrity damages and
+The ZeRO-2 run (`references`: killed while writing its last checkpoint, then resumed, so one launch pair is both
+the killed run and the uninterrupted reference) is also the one test_deepspeed_integrity damages and
 test_deepspeed_universal resumes at 1 rank: one set of options (`_args`) serves all three, so it is made once.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +35,53 @@ def _start(args, env_extra=None):
     return start(2, ["-m", *args], env_extra)
 
 
+SEGMENT_END = "==== trainer run exited"
+
+
+def start_in_one_launch(runs: list[list[str]], env_extra=None):
+    """2 ranks that run the trainer CLI once per argument list, one after another in the same processes (the
+    import and process-group start-up paid once per launch, not per run). Every run but the last ends its output
+    with a `SEGMENT_END rc` line; the last runs as `python -m mythos.train.cli` would, its own exit included."""
+    args = [a for cli_args in runs for a in ("--then", *cli_args[1:])]  # cli_args[0]: "mythos.train.cli"
+    return start(2, ["-m", "tests.train.test_deepspeed_resume", *args[1:]], env_extra)
+
+
+def segments(out: str) -> list[tuple[str, int | None]]:
+    """(output, exit code) of each run of a start_in_one_launch rank, the last one's code None (the process's)."""
+    parts, text = [], []
+    for line in out.splitlines(keepends=True):
+        if line.startswith(SEGMENT_END):
+            parts.append(("".join(text), int(line.split()[-1])))
+            text = []
+        else:
+            text.append(line)
+    return [*parts, ("".join(text), None)]
+
+
+def _run_in_one_process(argv: list[str]) -> None:
+    """Child side of start_in_one_launch: the process group stays up between runs (DistEnv.shutdown and the
+    os._exit of multi-rank runs are no-ops until the last run), like tests/parallel/conftest.py's launch_configs."""
+    import mythos.errors
+    from mythos.parallel import DistEnv
+    from mythos.train import cli
+    runs: list[list[str]] = [[]]
+    for a in argv:
+        if a == "--then":
+            runs.append([])
+        else:
+            runs[-1].append(a)
+    shutdown, exit_ = DistEnv.shutdown, mythos.errors.exit_after_distributed
+    DistEnv.shutdown, mythos.errors.exit_after_distributed = lambda self: None, lambda code: None
+    for args in runs[:-1]:
+        try:
+            rc = cli.main(args)
+        except SystemExit as e:  # a UserError: `error: ...` printed, exit code 2
+            rc = e.code
+        print(f"{SEGMENT_END} {rc}", flush=True)
+    DistEnv.shutdown, mythos.errors.exit_after_distributed = shutdown, exit_
+    sys.exit(cli.main(runs[-1]))
+
+
 def _run_ok(args, **kw):
     rcs, outs = wait(_start(args, **kw))
     assert rcs == [0, 0], outs[0][-4000:]
@@ -46,14 +95,30 @@ def _losses(run, first):
 
 @pytest.fixture(scope="module")
 def references(prepared_data, tmp_path_factory, worker_id):
-    """Uninterrupted ZeRO-2 and ZeRO-3 runs, both started at once (their ranks share the cores); made once per test
-    run (`made_once`)."""
+    """The ZeRO-2 and ZeRO-3 runs, made once per test run (`made_once`). The ZeRO-3 run is uninterrupted. The
+    ZeRO-2 run is also the killed one: it trains all STEPS steps, is SIGKILLed while writing its last checkpoint
+    (files written, nothing committed) and is resumed, so the losses it logged before the kill are an uninterrupted
+    run's (kept in before_kill/metrics.jsonl beside the run) and its directory ends as a complete run's;
+    test_zero2_killed_while_checkpointing_resumes_bitwise checks the kill and the resume from what `make` recorded
+    between them (killed.json, console_killed.txt, console.txt). The resume and the ZeRO-3 run share one launch."""
     def make(d: Path) -> None:
-        procs = {z: _start(_args(d / f"ref{z}" / "run", prepared_data, z)) for z in (2, 3)}
-        for z, ps in procs.items():
-            rcs, outs = wait(ps)
-            assert rcs == [0, 0], outs[0][-4000:]
-            (d / f"ref{z}" / "console.txt").write_text(outs[0])
+        zero2, zero3 = d / "ref2" / "run", d / "ref3" / "run"
+        kill_at_last = {"MYTHOS_FAULTS": f"checkpoint_write@{STEPS}"}
+        rcs, outs = wait(_start(_args(zero2, prepared_data, 2), env_extra=kill_at_last))
+        ckpts = zero2 / "checkpoints"
+        last = ckpts / f"step_{STEPS:07d}"
+        (d / "ref2" / "killed.json").write_text(json.dumps({
+            "rcs": rcs, "latest": (ckpts / "latest").read_text().strip(),
+            "tmp_is_dir": last.with_name(f"{last.name}.tmp").is_dir(), "committed": last.exists()}))
+        (d / "ref2" / "console_killed.txt").write_text(outs[0])
+        (d / "ref2" / "before_kill").mkdir()
+        shutil.copy(zero2 / "metrics.jsonl", d / "ref2" / "before_kill")
+        # the resume first (in fresh processes, as a resume after a kill is), then the ZeRO-3 run in the same ones
+        rcs, outs = wait(start_in_one_launch([_args(zero2, prepared_data, 2), _args(zero3, prepared_data, 3)]))
+        (resumed, _), (uninterrupted, _) = segments(outs[0])
+        assert rcs == [0, 0] and [segments(out)[0][1] for out in outs] == [0, 0], outs[0][-4000:]
+        (zero2.parent / "console.txt").write_text(resumed)
+        (zero3.parent / "console.txt").write_text(uninterrupted)
 
     d = made_once(tmp_path_factory, worker_id, "deepspeed_resume_references", make)
     runs = {z: d / f"ref{z}" / "run" for z in (2, 3)}
@@ -64,17 +129,19 @@ def references(prepared_data, tmp_path_factory, worker_id):
 
 
 @pytest.mark.slow
-def test_zero2_killed_while_checkpointing_resumes_bitwise(references, prepared_data, tmp_path):
-    run = tmp_path / "run"
-    rcs, outs = wait(_start(_args(run, prepared_data, 2), env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
-    assert rcs == [-signal.SIGKILL] * 2, outs[0][-3000:]
-    ckpts = run / "checkpoints"
-    assert (ckpts / "latest").read_text().strip() == "step_0000002"
-    assert (ckpts / "step_0000004.tmp").is_dir() and not (ckpts / "step_0000004").exists()
-    out = _run_ok(_args(run, prepared_data, 2))
-    assert f"resumed from {ckpts / 'step_0000002'} at step 2" in out
-    assert _losses(run, 3) == _losses(references[2], 3)  # bitwise
-    assert not (ckpts / "step_0000004.tmp").exists()
+def test_zero2_killed_while_checkpointing_resumes_bitwise(references):
+    """`references[2]`, killed while writing checkpoint STEPS: the last committed one stays `latest`, the resume
+    starts there, redoes the steps after it bit for bit and removes the half-written directory."""
+    d, ckpts = references[2].parent, references[2] / "checkpoints"
+    killed = json.loads((d / "killed.json").read_text())
+    assert killed["rcs"] == [-signal.SIGKILL] * 2, (d / "console_killed.txt").read_text()[-3000:]
+    assert killed["latest"] == f"step_{STEPS - 2:07d}"
+    assert killed["tmp_is_dir"] and not killed["committed"]
+    assert f"resumed from {ckpts / f'step_{STEPS - 2:07d}'} at step {STEPS - 2}" in (d / "console.txt").read_text()
+    before_kill = {s: rec["loss"] for s, rec in read_metrics(d / "before_kill").items()}
+    assert sorted(before_kill) == list(range(1, STEPS + 1))  # every step ran before the kill: uninterrupted losses
+    assert _losses(references[2], STEPS - 1) == [before_kill[s] for s in range(STEPS - 1, STEPS + 1)]  # bitwise
+    assert not (ckpts / f"step_{STEPS:07d}.tmp").exists()
 
 
 @pytest.mark.slow
@@ -127,3 +194,7 @@ def test_eval_and_export_read_deepspeed_runs(references, tmp_path):
     [(_, loss)] = list(validation_losses(model, cfg, DistEnv(0, 1, 0, torch.device("cpu")), [2]))
     line = next(ln for ln in (run.parent / "console.txt").read_text().splitlines() if ln.startswith("validation"))
     assert f"val/loss_loops_2 {loss:.4f}" in line, (loss, line)
+
+
+if __name__ == "__main__":
+    _run_in_one_process(sys.argv[1:])
