@@ -8,7 +8,6 @@ and damaged for the cases; the damaged resume and the refused one run one after 
 (`resumes`: the import and process-group start-up paid once)."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import pytest
 import torch
 
 from tests.conftest import made_once, read_metrics
-from tests.parallel.dist_run import wait
 from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
-from tests.train.test_deepspeed_resume import STEPS, _args, references, segments, start_in_one_launch  # noqa: F401
+from tests.train.test_deepspeed_resume import (STEPS, _args, _record, _result, _wait_segments,  # noqa: F401 (a fixture)
+                                               references, start_in_one_launch)
 
 pytestmark = pytest.mark.slow
 OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"  # read by rank 1 only
@@ -72,24 +71,19 @@ def resumes(reference, prepared_data, tmp_path_factory, worker_id) -> Path:
         damaged, hostile = (_copy_at_step_2(reference, d / name / "run") for name in ("damaged", "hostile"))
         _damage(damaged)
         _plant_hostile(hostile, d / "hostile" / "PWNED")
-        rcs, outs = wait(start_in_one_launch([_args(damaged, prepared_data, 2), _args(hostile, prepared_data, 2)]))
-        per_rank = [segments(out) for out in outs]
-        for i, run in enumerate((damaged, hostile)):
-            codes = [rank[i][1] if rank[i][1] is not None else rc for rank, rc in zip(per_rank, rcs)]
-            (run.parent / "rcs.json").write_text(json.dumps(codes))
-            (run.parent / "console.txt").write_text(per_rank[0][i][0])
+        rcs, ranks = _wait_segments(start_in_one_launch([_args(damaged, prepared_data, 2),
+                                                         _args(hostile, prepared_data, 2)]))
+        assert all(len(runs) == 2 for runs in ranks), ranks[0][-1][0][-4000:]  # the first run ended, no crash
+        _record(damaged.parent, [runs[0][1] for runs in ranks], ranks[0][0][0])
+        _record(hostile.parent, rcs, ranks[0][1][0])
 
     return made_once(tmp_path_factory, worker_id, "deepspeed_integrity_resumes", make)
 
 
-def _result(run: Path) -> tuple[list[int], str]:
-    return json.loads((run.parent / "rcs.json").read_text()), (run.parent / "console.txt").read_text()
-
-
 def test_damaged_checkpoints_fall_back_bitwise(reference, resumes):
     run = resumes / "damaged" / "run"
-    rcs, out = _result(run)
-    assert rcs == [0, 0], out[-4000:]
+    result, out = _result(run.parent)
+    assert result["rcs"] == [0, 0], out[-4000:]
     warnings = [ln for ln in out.splitlines() if ln.startswith("warning: checkpoint")]
     assert len(warnings) == 3, out[-4000:]
     for line, (step, name) in zip(warnings, [(8, OPTIM), (6, OPTIM), (4, "trainer_state.json")]):
@@ -101,8 +95,8 @@ def test_damaged_checkpoints_fall_back_bitwise(reference, resumes):
 def test_code_in_a_deepspeed_file_is_refused_by_resume(resumes):
     run, marker = resumes / "hostile" / "run", resumes / "hostile" / "PWNED"
     bad = ckpt(run, STEPS) / OPTIM
-    rcs, out = _result(run)
-    assert rcs == [2, 2], out[-4000:]
+    result, out = _result(run.parent)
+    assert result["rcs"] == [2, 2], out[-4000:]
     assert "Traceback" not in out
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"error: {bad}: refused: it asks to load posix.system"), out[-3000:]
