@@ -16,8 +16,8 @@ import torch
 
 from tests.conftest import made_once, read_metrics
 from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
-from tests.train.test_deepspeed_resume import (STEPS, _args, _record, _result, _wait_segments,  # noqa: F401 (a fixture)
-                                               references, start_in_one_launch)
+from tests.train.test_deepspeed_resume import STEPS, _args, _record, _result, _wait_segments, start_in_one_launch
+from tests.train.test_deepspeed_resume import references  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"  # read by rank 1 only
