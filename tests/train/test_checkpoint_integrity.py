@@ -43,10 +43,6 @@ def ckpt(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step_{step:07d}"
 
 
-def _outcome(r) -> dict:
-    return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
-
-
 def _mount_small_fs(mnt: Path) -> str | None:
     """A 4 MiB tmpfs at `mnt`: one tiny checkpoint (~2.7 MB) fits, a second does not. Why it cannot, or None."""
     mnt.mkdir()
@@ -62,8 +58,8 @@ def _make_trainer_runs(d: Path, reference: Path, data: Path) -> None:
     res: dict = {}
     runs: dict[str, list[str]] = {}  # name: trainer arguments
     runs["async_resumed"] = args(d / "async", data, "--checkpoint.async_save", "true")
-    res["async_killed"] = _outcome(run_cli(runs["async_resumed"], env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
-    res["async_after_kill"] = {"latest": (ckpt(d / "async", 2).parent / "latest").read_text().strip(),
+    res["async_killed"] = vars(run_cli(runs["async_resumed"], env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
+    res["async_after_kill"] = {"latest": (d / "async" / "checkpoints" / "latest").read_text().strip(),
                                "step4": ckpt(d / "async", 4).exists(),
                                "step4_tmp": ckpt(d / "async", 4).with_name("step_0000004.tmp").is_dir()}
 
@@ -100,7 +96,7 @@ def _make_trainer_runs(d: Path, reference: Path, data: Path) -> None:
             (run / "checkpoints").symlink_to(mnt / "checkpoints")
             runs[f"disk_full_{mode}"] = args(run, data, "--checkpoint.async_save", str(mode == "async").lower())
     try:
-        res.update({name: _outcome(r) for name, r in zip(runs, run_mains(*runs.values()))})
+        res.update({name: vars(r) for name, r in zip(runs, run_mains(*runs.values()))})
         for mnt in mounts:  # the checkpoints the run left on its full disk, into the run
             link = d / mnt.name.replace("small_fs", "disk_full") / "checkpoints"
             link.unlink()
@@ -185,12 +181,12 @@ def test_each_corruption_falls_back_one_checkpoint(reference, tmp_path, kind):
 def test_every_corruption_resume_falls_back_bitwise(reference, trainer_runs):
     """The five corruptions on the five newest checkpoints at once: resume walks back to step 2, saying why at each."""
     run, r = trainer_runs.dir / "every_corruption", trainer_runs.every_corruption
-    assert r["rc"] == 0, r["err"]
-    warnings = [ln for ln in r["err"].splitlines() if ln.startswith("warning: checkpoint")]
-    assert len(warnings) == 5, r["err"]
+    assert r["returncode"] == 0, r["stderr"]
+    warnings = [ln for ln in r["stderr"].splitlines() if ln.startswith("warning: checkpoint")]
+    assert len(warnings) == 5, r["stderr"]
     for line, (step, name) in zip(warnings, trainer_runs.corrupted_names.items()):
         assert f"step_{int(step):07d} unusable: " in line and name in line, line
-    assert f"resumed from {ckpt(run, 2)} at step 2" in r["out"]
+    assert f"resumed from {ckpt(run, 2)} at step 2" in r["stdout"]
     assert losses(run, 3) == losses(reference, 3)  # bitwise
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
 
@@ -198,8 +194,8 @@ def test_every_corruption_resume_falls_back_bitwise(reference, trainer_runs):
 @pytest.mark.slow
 def test_no_verifying_checkpoint_is_an_error_and_deletes_nothing(trainer_runs):
     run, r = trainer_runs.dir / "none_verifies", trainer_runs.none_verifies
-    assert r["rc"] == 2 and "Traceback" not in r["err"], r["err"]
-    assert r["err"].strip().splitlines()[-1].startswith("error: ") and "no checkpoint verifies and loads" in r["err"]
+    assert r["returncode"] == 2 and "Traceback" not in r["stderr"], r["stderr"]
+    assert r["stderr"].strip().splitlines()[-1].startswith("error: ") and "no checkpoint verifies and loads" in r["stderr"]
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == trainer_runs.none_verifies_files
 
 
@@ -221,8 +217,8 @@ def test_crafted_metadata_is_refused_everywhere(trainer_runs, tmp_path, capsys):
     expected = f"error: {ckpt(run, STEPS) / '.metadata'}: refused: it asks to load posix.system"
 
     # the trainer in its own interpreter (it installs signal handlers), the reading CLIs in this one
-    assert r["rc"] == 2 and "Traceback" not in r["err"], r["err"]
-    assert r["err"].strip().splitlines()[-1].startswith(expected), r["err"]
+    assert r["returncode"] == 2 and "Traceback" not in r["stderr"], r["stderr"]
+    assert r["stderr"].strip().splitlines()[-1].startswith(expected), r["stderr"]
     for main, argv in ((eval_main, [str(run), "--loops", "1"]), (generate_main, [str(run), "--prompt", "def"]),
                        (export_main, [str(run), "--out", str(tmp_path / "x.safetensors")])):
         with pytest.raises(SystemExit) as e:
@@ -270,9 +266,9 @@ def test_disk_full_keeps_previous_checkpoint(reference, trainer_runs, mode):
     if getattr(trainer_runs, f"disk_full_{mode}_skip"):
         pytest.skip(f"cannot mount a tmpfs here: {getattr(trainer_runs, f'disk_full_{mode}_skip')}")
     run, r = trainer_runs.dir / f"disk_full_{mode}", getattr(trainer_runs, f"disk_full_{mode}")
-    assert r["rc"] == 2 and "Traceback" not in r["err"], r["err"]
-    last = r["err"].strip().splitlines()[-1]
-    assert last.startswith("error: checkpoint step 4: writing") and "disk full (ENOSPC)" in last, r["err"]
+    assert r["returncode"] == 2 and "Traceback" not in r["stderr"], r["stderr"]
+    last = r["stderr"].strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint step 4: writing") and "disk full (ENOSPC)" in last, r["stderr"]
     assert "`latest` still names step_0000002" in last
     ck = run / "checkpoints"  # copied from the tmpfs after the run
     assert sorted(p.name for p in ck.iterdir()) == ["latest", "step_0000002"]
@@ -290,12 +286,12 @@ def test_disk_full_keeps_previous_checkpoint(reference, trainer_runs, mode):
 def test_async_save_matches_sync_and_survives_kill(reference, trainer_runs):
     """Killed (SIGKILL from the background writer) while writing step 4, then resumed to the end."""
     run, killed, after = trainer_runs.dir / "async", trainer_runs.async_killed, trainer_runs.async_after_kill
-    assert killed["rc"] == -9, killed["err"]
+    assert killed["returncode"] == -9, killed["stderr"]
     assert after == {"latest": "step_0000002", "step4": False, "step4_tmp": True}
     r = trainer_runs.async_resumed
-    assert r["rc"] == 0, r["err"]
-    assert f"resumed from {ckpt(run, 2)} at step 2" in r["out"]
-    assert "written in the background, committed" in r["err"]
+    assert r["returncode"] == 0, r["stderr"]
+    assert f"resumed from {ckpt(run, 2)} at step 2" in r["stdout"]
+    assert "written in the background, committed" in r["stderr"]
     assert losses(run, 3) == losses(reference, 3)
     for step in range(2, STEPS + 1, 2):  # the same shards and state as the sync saves, bit for bit
         got, ref = (json.loads((ckpt(d, step) / "manifest.json").read_text())["files"] for d in (run, reference))

@@ -37,10 +37,6 @@ def _losses(run, first, last):
     return [m[s]["loss"] for s in range(first, last + 1)]
 
 
-def _outcome(r) -> dict:
-    return {"rc": r.returncode, "out": r.stdout, "err": r.stderr}
-
-
 def _make_runs(d, data) -> None:
     """The processes that must die (a fault's SIGKILL while writing a checkpoint, a SIGKILL, a SIGTERM) run on their
     own; every run that ends by itself (the reference, the three resumes, the non-finite run) then runs in ONE
@@ -49,7 +45,7 @@ def _make_runs(d, data) -> None:
     killed, ckpts = d / "killed", d / "killed" / "checkpoints"
     killed_args = train_args(killed, data, STEPS)
     # killed twice: first while writing step 8's checkpoint, then, resumed from step 4, by SIGKILL past step 12
-    res["writing"] = _outcome(run_cli(killed_args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"}))
+    res["writing"] = vars(run_cli(killed_args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"}))
     res["latest_after_writing"] = (ckpts / "latest").read_text().strip() if (ckpts / "latest").is_file() else None
     res["tmp8_left"] = (ckpts / "step_0000008.tmp").is_dir() and not (ckpts / "step_0000008").exists()
     proc = _start(killed_args)
@@ -65,7 +61,7 @@ def _make_runs(d, data) -> None:
     _wait_for_step(proc, termed, 5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    res["termed"] = {"rc": proc.returncode, "err": err, "stopped": max(read_metrics(termed)),
+    res["termed"] = {"returncode": proc.returncode, "stderr": err, "stopped": max(read_metrics(termed)),
                      "latest": (termed / "checkpoints" / "latest").read_text().strip()}
     nonfinite = d / "nonfinite"
     nonfinite_args = train_args(nonfinite, data, 10, "--checkpoint.interval", "2")
@@ -76,7 +72,7 @@ def _make_runs(d, data) -> None:
     done = run_mains(train_args(d / "reference", data, STEPS), killed_args, termed_args, nonfinite_args, snapshot,
                      nonfinite_args, env_extra=[{}, {}, {}, {"MYTHOS_FAULTS": "nan_loss@3,nan_loss@5,nan_loss@6,"
                                                                               "nan_loss@7"}, {}, {}])
-    res.update({name: _outcome(r) for name, r in zip(names, done)})
+    res.update({name: vars(r) for name, r in zip(names, done)})
     assert done[0].returncode == 0 and done[4].returncode == 0, done[0].stderr + done[4].stderr  # reference, snapshot
     (d / "results.json").write_text(json.dumps(res))
 
@@ -92,8 +88,8 @@ def runs(prepared_data, tmp_path_factory, worker_id) -> SimpleNamespace:
 def test_sigkill_then_resume_is_bitwise_exact(runs):
     final, killed = runs.killed_final, runs.dir / "killed"
     assert 12 <= runs.killed_at < STEPS
-    assert final["rc"] == 0, final["err"]
-    assert "resumed from" in final["out"]
+    assert final["returncode"] == 0, final["stderr"]
+    assert "resumed from" in final["stdout"]
     ref, resumed = _losses(runs.reference, 13, STEPS), _losses(killed, 13, STEPS)
     assert resumed == ref  # bitwise: floats round-trip exactly through JSON
     assert sorted(read_metrics(killed)) == list(range(1, STEPS + 1))  # no duplicated steps after resume
@@ -101,12 +97,12 @@ def test_sigkill_then_resume_is_bitwise_exact(runs):
 
 @pytest.mark.slow
 def test_kill_while_writing_checkpoint_keeps_latest(runs):
-    assert runs.writing["rc"] == -signal.SIGKILL, runs.writing["err"]
+    assert runs.writing["returncode"] == -signal.SIGKILL, runs.writing["stderr"]
     assert runs.latest_after_writing == "step_0000004"
     assert runs.tmp8_left
     assert "resumed from" in runs.resumed_then_killed and "step_0000004" in runs.resumed_then_killed
     assert runs.tmp8_gone
-    assert runs.killed_final["rc"] == 0, runs.killed_final["err"]
+    assert runs.killed_final["returncode"] == 0, runs.killed_final["stderr"]
     # 5-12 from the second process, then the third
     assert _losses(runs.dir / "killed", 5, STEPS) == _losses(runs.reference, 5, STEPS)
 
@@ -115,9 +111,9 @@ def test_kill_while_writing_checkpoint_keeps_latest(runs):
 def test_sigterm_checkpoints_and_exits_for_requeue(runs):
     from mythos.train.signals import EXIT_REQUEUE
     termed, stopped = runs.termed, runs.termed["stopped"]
-    assert termed["rc"] == EXIT_REQUEUE, termed["err"]
+    assert termed["returncode"] == EXIT_REQUEUE, termed["stderr"]
     assert termed["latest"] == f"step_{stopped:07d}"
-    assert runs.termed_resume["rc"] == 0, runs.termed_resume["err"]
+    assert runs.termed_resume["returncode"] == 0, runs.termed_resume["stderr"]
     assert _losses(runs.dir / "termed", stopped + 1, STEPS) == _losses(runs.reference, stopped + 1, STEPS)
 
 
@@ -131,13 +127,13 @@ def test_nonfinite_steps_skipped_then_stop(runs):
     """One run shows both: a lone non-finite step (3) is skipped and training goes on (step 4 trains and is
     checkpointed, and the streak starts again), then three in a row (5-7) stop it; the stopped run resumes."""
     r = runs.nonfinite
-    assert r["rc"] == 3, r["err"]
-    assert "step 3: non-finite loss" in r["err"]
-    last = r["err"].strip().splitlines()[-1]
-    assert last.startswith("error: training diverged: 3 non-finite steps in a row") and "Traceback" not in r["err"]
+    assert r["returncode"] == 3, r["stderr"]
+    assert "step 3: non-finite loss" in r["stderr"]
+    last = r["stderr"].strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: 3 non-finite steps in a row") and "Traceback" not in r["stderr"]
     assert "stopped at step 7" in last  # the good step 4 ended step 3's streak
     with zipfile.ZipFile(runs.dir / "nonfinite_stopped.zip") as stopped:  # as the stopped run left them
         assert sorted(json.loads(ln)["step"] for ln in stopped.read("metrics.jsonl").decode().splitlines()) == [1, 2, 4]
         assert stopped.read("latest").decode().strip() == "step_0000004"
     resumed = runs.nonfinite_resume
-    assert resumed["rc"] == 0 and "resumed from" in resumed["out"], resumed["err"]
+    assert resumed["returncode"] == 0 and "resumed from" in resumed["stdout"], resumed["stderr"]
