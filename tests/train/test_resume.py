@@ -38,42 +38,40 @@ def _losses(run, first, last):
 
 
 def _make_runs(d, data) -> None:
-    """The processes that must die (a fault's SIGKILL while writing a checkpoint, a SIGKILL, a SIGTERM) run on their
-    own; every run that ends by itself (the reference, the three resumes, the non-finite run) then runs in ONE
-    interpreter (run_mains: one start-up instead of five). What the tests read goes to results.json."""
+    """One run killed three times, then resumed to the end: by a fault's SIGKILL while writing step 8's checkpoint,
+    then (resumed from step 4) by a SIGKILL past step 12, then (resumed again, with no step-interval checkpoints, so
+    the checkpoint it leaves is the signal's) by a SIGTERM. Each kill is shown as if run apart: every resume is
+    checked against the reference. The killed processes run on their own; every run that ends by itself (the
+    reference, the last resume, the non-finite run and its resume) then runs in ONE interpreter (run_mains: one
+    start-up instead of four). What the tests read goes to results.json."""
     res = {}
-    killed, ckpts = d / "killed", d / "killed" / "checkpoints"
-    killed_args = train_args(killed, data, STEPS)
-    # killed twice: first while writing step 8's checkpoint, then, resumed from step 4, by SIGKILL past step 12
-    res["writing"] = vars(run_cli(killed_args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"}))
+    run, ckpts = d / "killed", d / "killed" / "checkpoints"
+    run_args = train_args(run, data, STEPS)
+    res["writing"] = vars(run_cli(run_args, env_extra={"MYTHOS_FAULTS": "checkpoint_write@8"}))
     res["latest_after_writing"] = (ckpts / "latest").read_text().strip() if (ckpts / "latest").is_file() else None
     res["tmp8_left"] = (ckpts / "step_0000008.tmp").is_dir() and not (ckpts / "step_0000008").exists()
-    proc = _start(killed_args)
-    _wait_for_step(proc, killed, 12)
+    proc = _start(run_args)
+    _wait_for_step(proc, run, 12)
     proc.send_signal(signal.SIGKILL)
     res["resumed_then_killed"] = proc.communicate()[0]
-    res["killed_at"] = max(read_metrics(killed))
+    res["killed_at"] = max(read_metrics(run))
     res["tmp8_gone"] = not (ckpts / "step_0000008.tmp").exists()
-    # SIGTERM with no step-interval checkpoints: the checkpoint it leaves is the signal's
-    termed = d / "termed"
-    termed_args = train_args(termed, data, STEPS, "--checkpoint.interval", "0")
-    proc = _start(termed_args)
-    _wait_for_step(proc, termed, 5)
+    proc = _start([*run_args, "--checkpoint.interval", "0"])
+    _wait_for_step(proc, run, res["killed_at"] + 1)  # a step this process trained
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    res["termed"] = {"returncode": proc.returncode, "stderr": err, "stopped": max(read_metrics(termed)),
-                     "latest": (termed / "checkpoints" / "latest").read_text().strip()}
+    out, err = proc.communicate(timeout=120)
+    res["termed"] = {"returncode": proc.returncode, "stdout": out, "stderr": err, "stopped": max(read_metrics(run)),
+                     "latest": (ckpts / "latest").read_text().strip()}
     nonfinite = d / "nonfinite"
     nonfinite_args = train_args(nonfinite, data, 10, "--checkpoint.interval", "2")
     # zipfile's CLI, between the non-finite run and its resume: what that run left (its metrics and `latest`)
     snapshot = ["zipfile", "-c", d / "nonfinite_stopped.zip", nonfinite / "metrics.jsonl",
                 nonfinite / "checkpoints" / "latest"]
-    names = ["reference_run", "killed_final", "termed_resume", "nonfinite", "nonfinite_snapshot", "nonfinite_resume"]
-    done = run_mains(train_args(d / "reference", data, STEPS), killed_args, termed_args, nonfinite_args, snapshot,
-                     nonfinite_args, env_extra=[{}, {}, {}, {"MYTHOS_FAULTS": "nan_loss@3,nan_loss@5,nan_loss@6,"
-                                                                              "nan_loss@7"}, {}, {}])
+    names = ["reference_run", "final", "nonfinite", "nonfinite_snapshot", "nonfinite_resume"]
+    done = run_mains(train_args(d / "reference", data, STEPS), run_args, nonfinite_args, snapshot, nonfinite_args,
+                     env_extra=[{}, {}, {"MYTHOS_FAULTS": "nan_loss@3,nan_loss@5,nan_loss@6,nan_loss@7"}, {}, {}])
     res.update({name: vars(r) for name, r in zip(names, done)})
-    assert done[0].returncode == 0 and done[4].returncode == 0, done[0].stderr + done[4].stderr  # reference, snapshot
+    assert done[0].returncode == 0 and done[3].returncode == 0, done[0].stderr + done[3].stderr  # reference, snapshot
     (d / "results.json").write_text(json.dumps(res))
 
 
@@ -86,10 +84,13 @@ def runs(prepared_data, tmp_path_factory, worker_id) -> SimpleNamespace:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_exact(runs):
-    final, killed = runs.killed_final, runs.dir / "killed"
+    """The SIGKILL past step 12: the next process resumes (and is then stopped by SIGTERM, the last one finishes);
+    steps 13 to the end equal the reference's."""
+    killed = runs.dir / "killed"
     assert 12 <= runs.killed_at < STEPS
-    assert final["returncode"] == 0, final["stderr"]
-    assert "resumed from" in final["stdout"]
+    assert "resumed from" in runs.termed["stdout"], runs.termed["stderr"]
+    assert runs.final["returncode"] == 0, runs.final["stderr"]
+    assert "resumed from" in runs.final["stdout"]
     ref, resumed = _losses(runs.reference, 13, STEPS), _losses(killed, 13, STEPS)
     assert resumed == ref  # bitwise: floats round-trip exactly through JSON
     assert sorted(read_metrics(killed)) == list(range(1, STEPS + 1))  # no duplicated steps after resume
@@ -102,19 +103,22 @@ def test_kill_while_writing_checkpoint_keeps_latest(runs):
     assert runs.tmp8_left
     assert "resumed from" in runs.resumed_then_killed and "step_0000004" in runs.resumed_then_killed
     assert runs.tmp8_gone
-    assert runs.killed_final["returncode"] == 0, runs.killed_final["stderr"]
-    # 5-12 from the second process, then the third
+    assert runs.final["returncode"] == 0, runs.final["stderr"]
+    # 5-12 from the second process, then the third and the last
     assert _losses(runs.dir / "killed", 5, STEPS) == _losses(runs.reference, 5, STEPS)
 
 
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_exits_for_requeue(runs):
+    """The third process (no step-interval checkpoints) stopped by SIGTERM: exit 75 with a checkpoint of the step it
+    stopped at, from which the last process resumes bitwise."""
     from mythos.train.signals import EXIT_REQUEUE
     termed, stopped = runs.termed, runs.termed["stopped"]
     assert termed["returncode"] == EXIT_REQUEUE, termed["stderr"]
-    assert termed["latest"] == f"step_{stopped:07d}"
-    assert runs.termed_resume["returncode"] == 0, runs.termed_resume["stderr"]
-    assert _losses(runs.dir / "termed", stopped + 1, STEPS) == _losses(runs.reference, stopped + 1, STEPS)
+    assert runs.killed_at < stopped and termed["latest"] == f"step_{stopped:07d}"
+    assert f"resumed from {runs.dir / 'killed' / 'checkpoints' / termed['latest']}" in runs.final["stdout"]
+    assert runs.final["returncode"] == 0, runs.final["stderr"]
+    assert _losses(runs.dir / "killed", stopped + 1, STEPS) == _losses(runs.reference, stopped + 1, STEPS)
 
 
 def test_checkpoint_keep_prunes_old(runs):
