@@ -130,6 +130,18 @@ def prepared_data(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def profiled_run(prepared_data, tmp_path_factory, worker_id) -> tuple[Path, subprocess.CompletedProcess]:
+    """(run dir, its trainer process): 3 tiny steps with a profiler trace of steps 2-3, made once per test run and
+    shared by test_profile (the trace) and test_eval_cli (mythos-eval of its checkpoint): one trainer start fewer."""
+    def make(d: Path) -> None:
+        r = run_cli(train_args(d / "run", prepared_data, 3, "--profile.steps", "2-3"))
+        (d / "trainer.json").write_text(json.dumps(vars(r)))
+
+    d = made_once(tmp_path_factory, worker_id, "profiled_run", make)
+    return d / "run", subprocess.CompletedProcess(**json.loads((d / "trainer.json").read_text()))
+
+
 def train_args(run_dir: Path, data: Path, steps: int = 30, *extra: str) -> list[str]:
     return ["mythos.train.cli", "--config", str(REPO / "configs" / "tiny-cpu.toml"), "--run.dir", str(run_dir),
             "--data.path", str(data), "--train.steps", str(steps), "--train.seq_len", "64",
