@@ -7,7 +7,6 @@ import json
 import pytest
 
 from mythos.evals.cli import VAL_WARN_TOKENS, unigram_comparison, val_size_warning
-from tests.conftest import run_cli, train_args
 
 
 def test_unigram_comparison_is_worded_by_its_sign():
@@ -25,11 +24,11 @@ def test_small_split_warning():
 
 
 @pytest.mark.slow
-def test_eval_reports_tokens_and_warns_on_a_small_split(prepared_data, tmp_path, capsys, one_thread):
-    """mythos-eval's main runs in this process (the trainer in its own): no second interpreter start."""
+def test_eval_reports_tokens_and_warns_on_a_small_split(profiled_run, prepared_data, capsys, one_thread):
+    """mythos-eval's main runs in this process, on the 3-step run test_profile reads too (conftest.profiled_run, the
+    trainer in its own process): no second interpreter start."""
     from mythos.evals.cli import main
-    run = tmp_path / "run"
-    r = run_cli(train_args(run, prepared_data, 2, "--checkpoint.interval", "0"))
+    run, r = profiled_run
     assert r.returncode == 0, r.stderr
     capsys.readouterr()
     assert main([str(run), "--loops", "1,2", "--batches", "2"]) == 0
@@ -43,6 +42,6 @@ def test_eval_reports_tokens_and_warns_on_a_small_split(prepared_data, tmp_path,
     line = next(ln for ln in r.out.splitlines() if ln.startswith("unigram entropy"))
     assert "% above it" in line or "% below it" in line
     report = json.loads((run / "eval_loops.json").read_text())
-    assert report["tokens_scored"] == 512 and report["step"] == 2 and report["tokens_seen"] == 2 * 4 * 64
+    assert report["tokens_scored"] == 512 and report["step"] == 3 and report["tokens_seen"] == 3 * 4 * 64
     assert set(report["stderr_by_loops"]) == {"1", "2"} and all(v >= 0 for v in report["stderr_by_loops"].values())
     assert (run / "eval_loops.png").stat().st_size > 1000

@@ -13,11 +13,12 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from tests.conftest import made_once, read_metrics, run_cli, train_args
+from tests.conftest import made_once, read_metrics, run_cli, run_mains, train_args
 
 STEPS = 12
 KINDS = ["truncated_distcp", "random_bytes_distcp", "deleted_metadata", "garbage_trainer_state", "manifest_mismatch"]
@@ -40,6 +41,79 @@ def reference(prepared_data, tmp_path_factory, worker_id) -> Path:
 
 def ckpt(run: Path, step: int) -> Path:
     return run / "checkpoints" / f"step_{step:07d}"
+
+
+def _mount_small_fs(mnt: Path) -> str | None:
+    """A 4 MiB tmpfs at `mnt`: one tiny checkpoint (~2.7 MB) fits, a second does not. Why it cannot, or None."""
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    return r.stderr.strip() or "mount failed" if r.returncode else None
+
+
+def _make_trainer_runs(d: Path, reference: Path, data: Path) -> None:
+    """The trainer runs of the slow tests, each on its own run directory as the test set it up: the async run killed
+    by a fault while writing step 4 in the background runs alone (it dies); every other run then runs in ONE
+    interpreter (run_mains: one start-up instead of six). Disk-full runs write their checkpoints to a small tmpfs,
+    whose contents are copied back into the run (then unmounted) for the tests to read. Outcomes: results.json."""
+    res: dict = {}
+    runs: dict[str, list[str]] = {}  # name: trainer arguments
+    runs["async_resumed"] = args(d / "async", data, "--checkpoint.async_save", "true")
+    res["async_killed"] = vars(run_cli(runs["async_resumed"], env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
+    res["async_after_kill"] = {"latest": (d / "async" / "checkpoints" / "latest").read_text().strip(),
+                               "step4": ckpt(d / "async", 4).exists(),
+                               "step4_tmp": ckpt(d / "async", 4).with_name("step_0000004.tmp").is_dir()}
+
+    run = d / "every_corruption"  # the five corruptions on the five newest checkpoints at once
+    shutil.copytree(reference, run)
+    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in
+                                               (reference / "metrics.jsonl").read_text().splitlines()[:2]))
+    shutil.rmtree(run / "tb")
+    res["corrupted_names"] = {step: corrupt(ckpt(run, step), kind) for step, kind in zip((12, 10, 8, 6, 4), KINDS)}
+    runs["every_corruption"] = args(run, data)
+
+    run = d / "none_verifies"
+    shutil.copytree(reference, run)
+    for step in range(2, STEPS + 1, 2):
+        corrupt(ckpt(run, step), "manifest_mismatch")
+    res["none_verifies_files"] = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    runs["none_verifies"] = args(run, data)
+
+    run = d / "crafted"
+    shutil.copytree(reference, run)
+    (ckpt(run, STEPS) / ".metadata").write_bytes(pickle.dumps(_RunsCode(d / "PWNED")))
+    from mythos.checkpoint import manifest
+    manifest.write_manifest(ckpt(run, STEPS), STEPS)  # a forger rewrites the manifest too: it must not matter
+    runs["crafted"] = args(run, data)
+
+    mounts = []
+    for mode in ("sync", "async"):
+        run, mnt = d / f"disk_full_{mode}", d / f"small_fs_{mode}"
+        res[f"disk_full_{mode}_skip"] = _mount_small_fs(mnt)
+        if res[f"disk_full_{mode}_skip"] is None:
+            mounts.append(mnt)
+            run.mkdir()
+            (mnt / "checkpoints").mkdir()
+            (run / "checkpoints").symlink_to(mnt / "checkpoints")
+            runs[f"disk_full_{mode}"] = args(run, data, "--checkpoint.async_save", str(mode == "async").lower())
+    try:
+        res.update({name: vars(r) for name, r in zip(runs, run_mains(*runs.values()))})
+        for mnt in mounts:  # the checkpoints the run left on its full disk, into the run
+            link = d / mnt.name.replace("small_fs", "disk_full") / "checkpoints"
+            link.unlink()
+            shutil.copytree(mnt / "checkpoints", link)
+    finally:
+        for mnt in mounts:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+    (d / "results.json").write_text(json.dumps(res))
+
+
+@pytest.fixture(scope="session")  # not module: the slow-first order splits the module's tests
+def trainer_runs(reference, prepared_data, tmp_path_factory, worker_id) -> SimpleNamespace:
+    """The slow tests' trainer runs (_make_trainer_runs), made once for all xdist workers: their directory `dir` and
+    outcomes."""
+    d = made_once(tmp_path_factory, worker_id, "integrity_trainer_runs",
+                  lambda d: _make_trainer_runs(d, reference, prepared_data))
+    return SimpleNamespace(dir=d, **json.loads((d / "results.json").read_text()))
 
 
 def losses(run: Path, first: int) -> list[float]:
@@ -104,36 +178,25 @@ def test_each_corruption_falls_back_one_checkpoint(reference, tmp_path, kind):
 
 
 @pytest.mark.slow
-def test_every_corruption_resume_falls_back_bitwise(reference, prepared_data, tmp_path):
+def test_every_corruption_resume_falls_back_bitwise(reference, trainer_runs):
     """The five corruptions on the five newest checkpoints at once: resume walks back to step 2, saying why at each."""
-    run = tmp_path / "run"
-    shutil.copytree(reference, run)
-    (run / "metrics.jsonl").write_text("".join(line + "\n" for line in
-                                               (reference / "metrics.jsonl").read_text().splitlines()[:2]))
-    shutil.rmtree(run / "tb")
-    names = {step: corrupt(ckpt(run, step), kind) for step, kind in zip((12, 10, 8, 6, 4), KINDS)}
-    r = run_cli(args(run, prepared_data))
-    assert r.returncode == 0, r.stderr
-    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning: checkpoint")]
-    assert len(warnings) == 5, r.stderr
-    for line, (step, name) in zip(warnings, names.items()):
-        assert f"step_{step:07d} unusable: " in line and name in line, line
-    assert f"resumed from {ckpt(run, 2)} at step 2" in r.stdout
+    run, r = trainer_runs.dir / "every_corruption", trainer_runs.every_corruption
+    assert r["returncode"] == 0, r["stderr"]
+    warnings = [ln for ln in r["stderr"].splitlines() if ln.startswith("warning: checkpoint")]
+    assert len(warnings) == 5, r["stderr"]
+    for line, (step, name) in zip(warnings, trainer_runs.corrupted_names.items()):
+        assert f"step_{int(step):07d} unusable: " in line and name in line, line
+    assert f"resumed from {ckpt(run, 2)} at step 2" in r["stdout"]
     assert losses(run, 3) == losses(reference, 3)  # bitwise
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
 
 
 @pytest.mark.slow
-def test_no_verifying_checkpoint_is_an_error_and_deletes_nothing(reference, prepared_data, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(reference, run)
-    for step in range(2, STEPS + 1, 2):
-        corrupt(ckpt(run, step), "manifest_mismatch")
-    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
-    r = run_cli(args(run, prepared_data))
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "no checkpoint verifies and loads" in r.stderr
-    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
+def test_no_verifying_checkpoint_is_an_error_and_deletes_nothing(trainer_runs):
+    run, r = trainer_runs.dir / "none_verifies", trainer_runs.none_verifies
+    assert r["returncode"] == 2 and "Traceback" not in r["stderr"], r["stderr"]
+    assert r["stderr"].strip().splitlines()[-1].startswith("error: ") and "no checkpoint verifies and loads" in r["stderr"]
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == trainer_runs.none_verifies_files
 
 
 # ---- hostile files --------------------------------------------------------------------------------------------------
@@ -146,20 +209,16 @@ class _RunsCode:
 
 
 @pytest.mark.slow
-def test_crafted_metadata_is_refused_everywhere(reference, prepared_data, tmp_path, capsys):
+def test_crafted_metadata_is_refused_everywhere(trainer_runs, tmp_path, capsys):
     from mythos.evals.cli import main as eval_main
     from mythos.evals.generate_cli import main as generate_main
-    from mythos.checkpoint import manifest
     from mythos.hf.export_cli import main as export_main
-    run, marker = tmp_path / "run", tmp_path / "PWNED"
-    shutil.copytree(reference, run)
-    (ckpt(run, STEPS) / ".metadata").write_bytes(pickle.dumps(_RunsCode(marker)))
-    manifest.write_manifest(ckpt(run, STEPS), STEPS)  # a forger rewrites the manifest too: it must not matter
+    run, marker, r = trainer_runs.dir / "crafted", trainer_runs.dir / "PWNED", trainer_runs.crafted
     expected = f"error: {ckpt(run, STEPS) / '.metadata'}: refused: it asks to load posix.system"
 
-    r = run_cli(args(run, prepared_data))  # the trainer in its own process (it installs signal handlers)
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith(expected), r.stderr
+    # the trainer in its own interpreter (it installs signal handlers), the reading CLIs in this one
+    assert r["returncode"] == 2 and "Traceback" not in r["stderr"], r["stderr"]
+    assert r["stderr"].strip().splitlines()[-1].startswith(expected), r["stderr"]
     for main, argv in ((eval_main, [str(run), "--loops", "1"]), (generate_main, [str(run), "--prompt", "def"]),
                        (export_main, [str(run), "--out", str(tmp_path / "x.safetensors")])):
         with pytest.raises(SystemExit) as e:
@@ -197,34 +256,21 @@ def test_byte_entries_load_weights_only(tmp_path):
 
 
 # ---- disk full ------------------------------------------------------------------------------------------------------
-@pytest.fixture
-def small_fs(tmp_path):
-    """A 4 MiB tmpfs: one tiny checkpoint (~2.7 MB) fits, a second does not."""
-    mnt = tmp_path / "small_fs"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["sync", "async"])
-def test_disk_full_keeps_previous_checkpoint(reference, prepared_data, tmp_path, small_fs, mode):
-    """Async: the background write of step 4 fails; the error surfaces when the loop next waits for it (step 6)."""
+def test_disk_full_keeps_previous_checkpoint(reference, trainer_runs, mode):
+    """Checkpoints on a 4 MiB tmpfs (step 2's fits, step 4's does not). Async: the background write of step 4 fails;
+    the error surfaces when the loop next waits for it (step 6)."""
     from mythos.checkpoint import manifest
     from mythos.checkpoint import CheckpointManager
-    run = tmp_path / "run"
-    run.mkdir()
-    (small_fs / "checkpoints").mkdir()
-    (run / "checkpoints").symlink_to(small_fs / "checkpoints")
-    r = run_cli(args(run, prepared_data, "--checkpoint.async_save", str(mode == "async").lower()))
-    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: checkpoint step 4: writing") and "disk full (ENOSPC)" in last, r.stderr
+    if getattr(trainer_runs, f"disk_full_{mode}_skip"):
+        pytest.skip(f"cannot mount a tmpfs here: {getattr(trainer_runs, f'disk_full_{mode}_skip')}")
+    run, r = trainer_runs.dir / f"disk_full_{mode}", getattr(trainer_runs, f"disk_full_{mode}")
+    assert r["returncode"] == 2 and "Traceback" not in r["stderr"], r["stderr"]
+    last = r["stderr"].strip().splitlines()[-1]
+    assert last.startswith("error: checkpoint step 4: writing") and "disk full (ENOSPC)" in last, r["stderr"]
     assert "`latest` still names step_0000002" in last
-    ck = run / "checkpoints"
+    ck = run / "checkpoints"  # copied from the tmpfs after the run
     assert sorted(p.name for p in ck.iterdir()) == ["latest", "step_0000002"]
     assert (ck / "latest").read_text().strip() == "step_0000002"
     assert manifest.verify(ck / "step_0000002") is None
@@ -237,18 +283,15 @@ def test_disk_full_keeps_previous_checkpoint(reference, prepared_data, tmp_path,
 
 # ---- async saves ----------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_async_save_matches_sync_and_survives_kill(reference, prepared_data, tmp_path):
-    run = tmp_path / "run"
-    cli = args(run, prepared_data, "--checkpoint.async_save", "true")
-    r = run_cli(cli, env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"})  # SIGKILL from the background writer
-    assert r.returncode == -9, r.stderr
-    ck = run / "checkpoints"
-    assert (ck / "latest").read_text().strip() == "step_0000002"
-    assert not ckpt(run, 4).exists() and ckpt(run, 4).with_name("step_0000004.tmp").is_dir()
-    r = run_cli(cli)
-    assert r.returncode == 0, r.stderr
-    assert f"resumed from {ckpt(run, 2)} at step 2" in r.stdout
-    assert "written in the background, committed" in r.stderr
+def test_async_save_matches_sync_and_survives_kill(reference, trainer_runs):
+    """Killed (SIGKILL from the background writer) while writing step 4, then resumed to the end."""
+    run, killed, after = trainer_runs.dir / "async", trainer_runs.async_killed, trainer_runs.async_after_kill
+    assert killed["returncode"] == -9, killed["stderr"]
+    assert after == {"latest": "step_0000002", "step4": False, "step4_tmp": True}
+    r = trainer_runs.async_resumed
+    assert r["returncode"] == 0, r["stderr"]
+    assert f"resumed from {ckpt(run, 2)} at step 2" in r["stdout"]
+    assert "written in the background, committed" in r["stderr"]
     assert losses(run, 3) == losses(reference, 3)
     for step in range(2, STEPS + 1, 2):  # the same shards and state as the sync saves, bit for bit
         got, ref = (json.loads((ckpt(d, step) / "manifest.json").read_text())["files"] for d in (run, reference))

@@ -9,7 +9,6 @@ import torch
 
 from mythos.errors import UserError
 from mythos.train.profile import StepProfiler, parse_steps
-from tests.conftest import run_cli, train_args
 
 
 def test_parse_steps():
@@ -40,9 +39,8 @@ def test_trace_of_the_configured_steps_holds_our_module_names(tmp_path, one_thre
 
 
 @pytest.mark.slow
-def test_trainer_writes_the_trace(prepared_data, tmp_path):
-    run = tmp_path / "run"
-    r = run_cli(train_args(run, prepared_data, 3, "--profile.steps", "2-3"))
+def test_trainer_writes_the_trace(profiled_run):
+    run, r = profiled_run  # 3 steps, --profile.steps 2-3
     assert r.returncode == 0, r.stderr[-3000:]
     trace = run / "profile" / "trace_rank0_steps2-3.json"
     assert f"trace {trace}" in r.stdout and "chrome://tracing" in r.stdout
