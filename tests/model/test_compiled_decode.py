@@ -78,7 +78,7 @@ def test_inductor_compiled_greedy_equals_full_forward(tmp_path_factory, worker_i
     """The real backend (C++ kernels on CPU): same tokens as the full forward and as eager decode. On the CLI's tiny
     model (configs/tiny-cpu.toml at the tests' tiny sizes; random weights) at the shape of `mythos-generate --compile`
     with two prompts at 2 loops (test_generate_cli, the README's line): the same graph, so one cold inductor compile
-    serves all three (generate_compile_lock). The unrolled 1/4/8 loops and compiled masked ACT: the matrix above."""
+    serves all three (generate_compile_lock). More unrolled loops and compiled masked ACT: the aot_eager cases."""
     from mythos.config import load_config, parse_overrides
     from mythos.evals.generate_cli import left_pad
     from mythos.model import Mythos
