@@ -108,6 +108,14 @@ def made_once(tmp_path_factory, worker_id: str, name: str, make: Callable[[Path]
     return d
 
 
+def generate_compile_lock(tmp_path_factory, worker_id: str) -> FileLock:
+    """Held around each `mythos-generate --compile` of the tiny CLI model at 2 loops, batch 2 (test_generate_cli, the
+    README's --compile line: the same graph). Under pytest-xdist the second waits for the first and then reads its
+    inductor cache entry, instead of both compiling the same C++ cold at the same time."""
+    base = tmp_path_factory.getbasetemp()
+    return FileLock(f"{(base if worker_id == 'master' else base.parent) / 'generate_compile'}.lock")
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one torch thread: the machine's 2 cores are shared with other work (and OpenMP threads spin

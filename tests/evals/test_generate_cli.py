@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mythos.evals.generate_cli import left_pad, main
-from tests.conftest import run_cli, train_args
+from tests.conftest import generate_compile_lock, run_cli, train_args
 
 PROMPTS = ["def function_3(x, y=3):\n    if x > ", "import", "class Foo:\n    def bar(self"]
 
@@ -36,6 +36,7 @@ def test_several_prompts_equal_each_alone(run, capsys, one_thread):
 
 
 @pytest.mark.slow
-def test_compile_prints_the_eager_text(run, capsys, one_thread):
+def test_compile_prints_the_eager_text(run, capsys, one_thread, tmp_path_factory, worker_id):
     eager = _generate(capsys, run, "--prompt", PROMPTS[0], "--prompt", PROMPTS[1])
-    assert _generate(capsys, run, "--compile", "--prompt", PROMPTS[0], "--prompt", PROMPTS[1]) == eager
+    with generate_compile_lock(tmp_path_factory, worker_id):  # the README's --compile line compiles this graph too
+        assert _generate(capsys, run, "--compile", "--prompt", PROMPTS[0], "--prompt", PROMPTS[1]) == eager

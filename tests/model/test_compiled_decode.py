@@ -58,7 +58,11 @@ def test_recompile_counter_can_fail():
 
 @pytest.mark.parametrize("kind", ["mla", "gqa"])
 @pytest.mark.parametrize("act", [False, True])
-@pytest.mark.parametrize("n_loops", [1, 4, 8])  # 8: past the model's loops.max (6); the graph unrolls every loop
+# 8: past the model's loops.max (6); the graph unrolls every loop. A count inside it (4) compiled with aot_eager is
+# test_padding's compiled cases (each kind, ACT on and off, against eager decode of each prompt alone), whose eager
+# decode is checked against the full forward there (test_padded_forward_logits_equal_alone) and over 65 positions by
+# test_no_recompiles_across_64_positions (3 loops): a 4-loop case here would repeat them.
+@pytest.mark.parametrize("n_loops", [1, 8])
 def test_compiled_greedy_equals_full_forward(kind, act, n_loops):
     torch._dynamo.reset()
     model = _model(kind, act)
@@ -70,14 +74,31 @@ def test_compiled_greedy_equals_full_forward(kind, act, n_loops):
 
 
 @pytest.mark.slow
-def test_inductor_compiled_greedy_equals_full_forward():
-    """The real backend (C++ kernels on CPU): same tokens as the full forward and as eager decode."""
+def test_inductor_compiled_greedy_equals_full_forward(tmp_path_factory, worker_id):
+    """The real backend (C++ kernels on CPU): same tokens as the full forward and as eager decode. On the CLI's tiny
+    model (configs/tiny-cpu.toml at the tests' tiny sizes; random weights) at the shape of `mythos-generate --compile`
+    with two prompts at 2 loops (test_generate_cli, the README's line): the same graph, so one cold inductor compile
+    serves all three (generate_compile_lock). More unrolled loops and compiled masked ACT: the aot_eager cases."""
+    from mythos.config import load_config, parse_overrides
+    from mythos.evals.generate_cli import left_pad
+    from mythos.model import Mythos
+    from tests.conftest import REPO, TINY_MODEL_ARGS, generate_compile_lock
+
     torch._dynamo.reset()
-    model = _model("mla", True)
-    prompt = torch.randint(0, model.cfg.vocab_size, (1, 5))
-    out = model.generate(prompt, 12, n_loops=2, compile=True)  # 2 loops: the C++ compile grows with the unrolled
-    assert torch.equal(out[:, 5:], _full_forward_greedy(model, out, 5, 2))  # loops (1/4/8 unrolled: aot_eager above)
-    assert torch.equal(out, model.generate(prompt, 12, n_loops=2))
+    torch.manual_seed(0)
+    overrides = parse_overrides([*TINY_MODEL_ARGS, "--model.vocab_size", "300"])  # the vocab of the tests' data
+    cfg = load_config(REPO / "configs" / "tiny-cpu.toml", overrides)
+    model = Mythos(cfg.model.replace(init_std=0.3)).eval()  # weights large enough for varied greedy tokens
+    prompts = [[5, 17, 42, 9, 63, 2, 80], [31, 7, 250]]
+    tokens_BT, mask_BT = left_pad(prompts)
+    t = tokens_BT.shape[1]
+    eager = model.generate(tokens_BT, 12, n_loops=2, mask_BT=mask_BT)
+    for i, p in enumerate(prompts):  # each row's continuation is the full forward's argmax of the row alone
+        row = eager[i:i + 1, t - len(p):]
+        assert torch.equal(row[:, len(p):], _full_forward_greedy(model, row, len(p), 2))
+    assert len(set(eager[0, t:].tolist())) > 2, "degenerate continuation: a weak comparison"
+    with generate_compile_lock(tmp_path_factory, worker_id):
+        assert torch.equal(model.generate(tokens_BT, 12, n_loops=2, mask_BT=mask_BT, compile=True), eager)
 
 
 def test_act_skip_mode_is_eager_only():
