@@ -3,10 +3,13 @@ losses match continuing at 2 (within 1e-5) at the same global data position. Wit
 too: experts saved as (dp_shard, ep)-sharded DTensors load into plain tensors (1 rank) and into dp 2 x ep 2.
 
 The ranks are plain processes with env:// rendezvous, as srun starts them: torchrun would only add a launcher process
-per run (its own behaviour is test_rank_failure's), not another checkpoint layout."""
+per run (its own behaviour is test_rank_failure's), not another checkpoint layout. The runs of one world size share
+one launch (`chain`): each training is a fresh CLI `main` (its own mesh, engine and resume from disk), only the
+interpreter and the process group are kept."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +23,33 @@ def run(nproc: int, args: list[str], timeout: float = 300) -> str:
     rcs, outs = wait(start(nproc, ["-m", *args]), timeout)
     assert rcs == [0] * nproc, "\n".join(o[-3000:] for o in outs)
     return outs[0]
+
+
+def chain(nproc: int, steps: list[list[str]], timeout: float = 600) -> list[str]:
+    """Run `steps` (["train", *train_args(...)] or ["rewind", SRC, DST, STEP]) one after another in ONE launch of
+    `nproc` ranks (tests/parallel/conftest.py's launch_configs child, calling `main` below for each): the import and
+    the process group are paid once per launch, not per run. Rank 0's output of each step."""
+    args = [a for i, step in enumerate(steps)
+            for a in ("--then", "test_checkpoint_reshard", "--out", str(i), *map(str, step))]
+    out = run(nproc, ["tests.parallel.conftest", *args[1:]], timeout)
+    return out.split("== chain step ")[1:]
+
+
+def main(argv: list[str]) -> None:
+    """Child side of `chain`: one step. A training must end with exit code 0; a rewind is made by rank 0 while the
+    other ranks wait at a barrier (the next step reads it)."""
+    _, mark, kind, *rest = argv
+    print(f"== chain step {mark}", flush=True)
+    if kind == "rewind":
+        import torch.distributed as dist
+        if int(os.environ.get("RANK", "0")) == 0:
+            rewind(Path(rest[0]), Path(rest[1]), int(rest[2]))
+        if dist.is_initialized():
+            dist.barrier()
+        return
+    from mythos.train.cli import main as train
+    rc = train(rest[1:])  # rest[0] is the module name, "mythos.train.cli"
+    assert rc == 0, f"training exited {rc}: {rest}"
 
 
 def rewind(src: Path, dst: Path, step: int) -> Path:
@@ -43,6 +73,12 @@ def ep_args(run_dir: Path, data: Path, steps: int, ep: int, *extra: str) -> list
                       "--checkpoint.interval", "2", "--parallel.ep", str(ep), *extra)
 
 
+def hsdp_args(run_dir: Path, data: Path, dp_replicate: int) -> list[str]:
+    """6 steps, one sequence per forward, per-loop checkpointing; HSDP with `dp_replicate` shard groups (1: FSDP)."""
+    return train_args(run_dir, data, 6, "--train.micro_batch", "1", "--parallel.ac", "loop",
+                      "--parallel.dp_replicate", str(dp_replicate))
+
+
 @pytest.fixture(scope="module")
 def ep2_run(prepared_data, tmp_path_factory, worker_id) -> Path:
     """6 steps at 2 ranks with ep 2 (checkpoints at 2, 4, 6): the save of the test below, and test_checkpoint_faults'
@@ -51,35 +87,48 @@ def ep2_run(prepared_data, tmp_path_factory, worker_id) -> Path:
     return d / "run"
 
 
+@pytest.fixture(scope="module")
+def resumed(ep2_run, prepared_data, tmp_path_factory, worker_id) -> Path:
+    """Both tests' saves and resumes from step 4, in three launches (made once per test run) instead of seven:
+    4 ranks: the HSDP save (hsdp/, its rank-0 log in hsdp.log), its FSDP resume at 4 (hsdp_n4/) and the ep resume at
+    4 (ep_n4/); 2 ranks: the HSDP save's FSDP resume (hsdp_n2/); one process: both resumes in plain tensors (hsdp_n1/,
+    ep_n1/). ep2_run (the ep save at 2 ranks) is its own launch: test_checkpoint_faults needs only that one."""
+    data = prepared_data
+
+    def make(d: Path) -> None:
+        rewind(ep2_run, d / "ep_n4", 4)
+        rewind(ep2_run, d / "ep_n1", 4)
+        outs = chain(4, [["train", *hsdp_args(d / "hsdp", data, 2)], ["rewind", d / "hsdp", d / "hsdp_n4", 4],
+                         ["train", *hsdp_args(d / "hsdp_n4", data, 1)], ["train", *ep_args(d / "ep_n4", data, 6, 2)]])
+        (d / "hsdp.log").write_text(outs[0])
+        run(2, hsdp_args(rewind(d / "hsdp", d / "hsdp_n2", 4), data, 1))
+        chain(1, [["train", *hsdp_args(rewind(d / "hsdp", d / "hsdp_n1", 4), data, 1)],
+                  ["train", *ep_args(d / "ep_n1", data, 6, 1)]])
+    return made_once(tmp_path_factory, worker_id, "reshard_resumed", make)
+
+
+def assert_continues(got: Path, ref: Path) -> None:
+    """Steps 5 and 6 after the resume from step 4: the losses of continuing `ref` (within 1e-5), at its global data
+    position."""
+    got_m, ref_m = read_metrics(got), read_metrics(ref)
+    for step in (5, 6):
+        assert abs(got_m[step]["loss"] - ref_m[step]["loss"]) <= 1e-5, (got, step, got_m[step], ref_m[step])
+    assert data_state(got, 6) == data_state(ref, 6)  # same global data position
+
+
 @pytest.mark.slow
-def test_save_at_2_resume_at_1_and_4(ep2_run, prepared_data, tmp_path):
+def test_save_at_2_resume_at_1_and_4(ep2_run, resumed):
     """With expert parallelism (ep 2 at 2 and 4 ranks, plain tensors in one process). Plain FSDP resharding of the
     dense weights (4, 2 and 1 rank) is the HSDP test's below."""
-    a = ep2_run
-    ref = read_metrics(a)
     for nproc in (1, 4):
-        d = rewind(a, tmp_path / f"n{nproc}", 4)
-        run(nproc, ep_args(d, prepared_data, 6, 2 if nproc > 1 else 1))
-        got = read_metrics(d)
-        for step in (5, 6):
-            assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-5, (nproc, step, got[step], ref[step])
-        assert data_state(d, 6) == data_state(a, 6)  # same global data position
-        assert data_state(d, 6)["samples_consumed"] == 6 * 4
+        assert_continues(resumed / f"ep_n{nproc}", ep2_run)
+        assert data_state(resumed / f"ep_n{nproc}", 6)["samples_consumed"] == 6 * 4
 
 
 @pytest.mark.slow
-def test_hsdp_checkpoint_resumes_under_fsdp_at_4_2_and_1(prepared_data, tmp_path):
+def test_hsdp_checkpoint_resumes_under_fsdp_at_4_2_and_1(resumed):
     """Written under HSDP (2 shard groups x 2 ranks: the dense DTensors are (Replicate, Shard)), resumed with plain
     FSDP at 4 and 2 ranks and in one process; the next losses match continuing under HSDP."""
-    extra = ["--train.micro_batch", "1", "--parallel.ac", "loop"]
-    a = tmp_path / "hsdp"
-    out = run(4, train_args(a, prepared_data, 6, *extra, "--parallel.dp_replicate", "2"))
-    assert "world 4 = dp_replicate 2 x dp_shard 2 x ep 1" in out
-    ref = read_metrics(a)
+    assert "world 4 = dp_replicate 2 x dp_shard 2 x ep 1" in (resumed / "hsdp.log").read_text()
     for nproc in (4, 2, 1):
-        d = rewind(a, tmp_path / f"n{nproc}", 4)
-        run(nproc, train_args(d, prepared_data, 6, *extra, "--parallel.dp_replicate", "1"))
-        got = read_metrics(d)
-        for step in (5, 6):
-            assert abs(got[step]["loss"] - ref[step]["loss"]) <= 1e-5, (nproc, step, got[step], ref[step])
-        assert data_state(d, 6) == data_state(a, 6)
+        assert_continues(resumed / f"hsdp_n{nproc}", resumed / "hsdp")

@@ -4,7 +4,8 @@ warning line each and bitwise-equal losses after it; a file that asks to run cod
 (2 ranks, the file on rank 1 only) and by mythos-export / the eval loader, and never runs.
 
 One 2-rank ZeRO-2 reference run (checkpoints every 2 steps, all kept; test_deepspeed_resume's, made once) is copied
-and damaged for the cases."""
+and damaged for the cases; the damaged resume and the refused one run one after the other in one 2-rank launch
+(`resumes`: the import and process-group start-up paid once)."""
 from __future__ import annotations
 
 import shutil
@@ -13,18 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import read_metrics
-from tests.parallel.dist_run import start, wait
+from tests.conftest import made_once, read_metrics
 from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
-from tests.train.test_deepspeed_resume import STEPS, _args, references  # noqa: F401 (a fixture)
+from tests.train.test_deepspeed_resume import STEPS, _args, _record, _result, _wait_segments, start_in_one_launch
+from tests.train.test_deepspeed_resume import references  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
 OPTIM = "zero_pp_rank_1_mp_rank_00_optim_states.pt"  # read by rank 1 only
-
-
-def _train(run: Path, data: Path) -> tuple[list[int], str]:
-    rcs, outs = wait(start(2, ["-m", *_args(run, data, 2)]))
-    return rcs, outs[0]
 
 
 def losses(run: Path, first: int) -> list[float]:
@@ -47,23 +43,15 @@ def _copy_at_step_2(reference: Path, dest: Path) -> Path:
     return dest
 
 
-def test_damaged_checkpoints_fall_back_bitwise(reference, prepared_data, tmp_path):
+def _damage(run: Path) -> None:
+    """Checkpoints 8, 6 and 4 unusable, each in its own way."""
     from mythos.checkpoint import manifest
-    run = _copy_at_step_2(reference, tmp_path / "run")
     optim8, optim6 = ckpt(run, 8) / OPTIM, ckpt(run, 6) / OPTIM
     optim8.write_bytes(optim8.read_bytes()[:1000])  # caught by the manifest
     optim6.write_bytes(optim6.read_bytes()[:1000])
     manifest.write_manifest(ckpt(run, 6), 6)  # passes verification; fails on rank 1 before DeepSpeed reads anything
     (ckpt(run, 4) / "trainer_state.json").write_text('{"step": oops')
     manifest.write_manifest(ckpt(run, 4), 4)
-    rcs, out = _train(run, prepared_data)
-    assert rcs == [0, 0], out[-4000:]
-    warnings = [ln for ln in out.splitlines() if ln.startswith("warning: checkpoint")]
-    assert len(warnings) == 3, out[-4000:]
-    for line, (step, name) in zip(warnings, [(8, OPTIM), (6, OPTIM), (4, "trainer_state.json")]):
-        assert line.startswith(f"warning: checkpoint step_{step:07d} unusable: ") and name in line, line
-    assert f"resumed from {ckpt(run, 2)} at step 2" in out
-    assert losses(run, 3) == losses(reference, 3)  # bitwise
 
 
 def _plant_hostile(run: Path, marker: Path) -> Path:
@@ -74,11 +62,41 @@ def _plant_hostile(run: Path, marker: Path) -> Path:
     return bad
 
 
-def test_code_in_a_deepspeed_file_is_refused_by_resume(reference, prepared_data, tmp_path):
-    run, marker = _copy_at_step_2(reference, tmp_path / "run"), tmp_path / "PWNED"
-    bad = _plant_hostile(run, marker)
-    rcs, out = _train(run, prepared_data)
-    assert rcs == [2, 2], out[-4000:]
+@pytest.fixture(scope="module")
+def resumes(reference, prepared_data, tmp_path_factory, worker_id) -> Path:
+    """The two 2-rank resumes, from copies of the reference at step 2, in one launch (made once): the damaged run
+    first (in fresh processes), then the one with a hostile file (its refusal ends the processes, through the CLI's
+    own exit). DIR/damaged/run and DIR/hostile/run; the exit codes and rank 0's output of each in DIR/NAME/."""
+    def make(d: Path) -> None:
+        damaged, hostile = (_copy_at_step_2(reference, d / name / "run") for name in ("damaged", "hostile"))
+        _damage(damaged)
+        _plant_hostile(hostile, d / "hostile" / "PWNED")
+        rcs, ranks = _wait_segments(start_in_one_launch([_args(damaged, prepared_data, 2),
+                                                         _args(hostile, prepared_data, 2)]))
+        assert all(len(runs) == 2 for runs in ranks), ranks[0][-1][0][-4000:]  # the first run ended, no crash
+        _record(damaged.parent, [runs[0][1] for runs in ranks], ranks[0][0][0])
+        _record(hostile.parent, rcs, ranks[0][1][0])
+
+    return made_once(tmp_path_factory, worker_id, "deepspeed_integrity_resumes", make)
+
+
+def test_damaged_checkpoints_fall_back_bitwise(reference, resumes):
+    run = resumes / "damaged" / "run"
+    result, out = _result(run.parent)
+    assert result["rcs"] == [0, 0], out[-4000:]
+    warnings = [ln for ln in out.splitlines() if ln.startswith("warning: checkpoint")]
+    assert len(warnings) == 3, out[-4000:]
+    for line, (step, name) in zip(warnings, [(8, OPTIM), (6, OPTIM), (4, "trainer_state.json")]):
+        assert line.startswith(f"warning: checkpoint step_{step:07d} unusable: ") and name in line, line
+    assert f"resumed from {ckpt(run, 2)} at step 2" in out
+    assert losses(run, 3) == losses(reference, 3)  # bitwise
+
+
+def test_code_in_a_deepspeed_file_is_refused_by_resume(resumes):
+    run, marker = resumes / "hostile" / "run", resumes / "hostile" / "PWNED"
+    bad = ckpt(run, STEPS) / OPTIM
+    result, out = _result(run.parent)
+    assert result["rcs"] == [2, 2], out[-4000:]
     assert "Traceback" not in out
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"error: {bad}: refused: it asks to load posix.system"), out[-3000:]

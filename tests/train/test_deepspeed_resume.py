@@ -2,20 +2,23 @@
 resume after a kill under ZeRO-2 and after SIGTERM under ZeRO-3 reproduces the uninterrupted losses bit for bit;
 a resume at another world size / ZeRO stage is a one-line error; mythos-eval's loader and mythos-export read the run.
 
-The uninterrupted ZeRO-2 run (`references`) is also the one test_deepspeed_integrity damages and
-test_deepspeed_universal resumes at 1 rank: one set of options (`_args`) serves all three, so it is made once.
+All of them are made once (`references`, `one_rank_runs`) and read by the tests. The ZeRO-2 run is killed while
+writing its last checkpoint, after every step logged its loss (so those losses are an uninterrupted run's), and
+resumed; it is also the run test_deepspeed_integrity damages and test_deepspeed_universal resumes at 1 rank (one
+set of options, `_args`). Runs whose processes are not the point share a launch (`start_in_one_launch`).
 """
 from __future__ import annotations
 
 import json
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import made_once, read_metrics, run_cli, train_args
+from tests.conftest import made_once, read_metrics, train_args
 from tests.parallel.dist_run import start, wait
 
 STEPS = 8
@@ -29,31 +32,114 @@ def _args(run, data, stage, *extra):
                       "--parallel.ac", "loop", "--train.micro_batch", "1", "--train.grad_clip", "0.5", *extra)
 
 
-def _start(args, env_extra=None):
-    return start(2, ["-m", *args], env_extra)
+SEGMENT_END = "==== trainer run exited"
 
 
-def _run_ok(args, **kw):
-    rcs, outs = wait(_start(args, **kw))
-    assert rcs == [0, 0], outs[0][-4000:]
-    return outs[0]
+def start_in_one_launch(runs: list[list[str]], env_extra=None, nproc: int = 2):
+    """`nproc` ranks that run the trainer CLI once per argument list, one after another in the same processes (the
+    import and process-group start-up paid once per launch, not per run). Every run but the last ends its output
+    with a `SEGMENT_END rc` line; the last runs as `python -m mythos.train.cli` would, its own exit included."""
+    args = [a for cli_args in runs for a in ("--then", *cli_args[1:])]  # cli_args[0]: "mythos.train.cli"
+    return start(nproc, ["-m", "tests.train.test_deepspeed_resume", *args[1:]], env_extra)
 
 
-def _losses(run, first):
-    m = read_metrics(run)
-    return [m[s]["loss"] for s in range(first, STEPS + 1)]
+def segments(out: str) -> list[tuple[str, int | None]]:
+    """(output, exit code) of each run of a start_in_one_launch rank, the last one's code None (the process's)."""
+    parts, text = [], []
+    for line in out.splitlines(keepends=True):
+        if line.startswith(SEGMENT_END):
+            parts.append(("".join(text), int(line.split()[-1])))
+            text = []
+        else:
+            text.append(line)
+    return [*parts, ("".join(text), None)]
+
+
+def _run_in_one_process(argv: list[str]) -> None:
+    """Child side of start_in_one_launch: the process group stays up between runs (DistEnv.shutdown and the
+    os._exit of multi-rank runs are no-ops until the last run), like tests/parallel/conftest.py's launch_configs."""
+    import mythos.errors
+    from mythos.parallel import DistEnv
+    from mythos.train import cli
+    runs: list[list[str]] = [[]]
+    for a in argv:
+        if a == "--then":
+            runs.append([])
+        else:
+            runs[-1].append(a)
+    shutdown, exit_ = DistEnv.shutdown, mythos.errors.exit_after_distributed
+    DistEnv.shutdown, mythos.errors.exit_after_distributed = lambda self: None, lambda code: None
+    for args in runs[:-1]:
+        try:
+            rc = cli.main(args)
+        except SystemExit as e:  # a UserError: `error: ...` printed, exit code 2
+            rc = e.code
+        print(f"{SEGMENT_END} {rc}", flush=True)
+    DistEnv.shutdown, mythos.errors.exit_after_distributed = shutdown, exit_
+    sys.exit(cli.main(runs[-1]))
+
+
+def _wait_segments(procs, timeout: float = 600) -> tuple[list[int], list[list[tuple[str, int | None]]]]:
+    """(process exit codes, per rank: its segments) of a start_in_one_launch launch."""
+    rcs, outs = wait(procs, timeout)
+    return rcs, [segments(out) for out in outs]
+
+
+def _record(d: Path, rcs: list[int], out: str, **facts) -> None:
+    """A run's exit codes (one per rank), rank 0's output and what was seen right after it, for the tests."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "result.json").write_text(json.dumps({"rcs": rcs, **facts}))
+    (d / "console.txt").write_text(out)
+
+
+def _result(d: Path) -> tuple[dict, str]:
+    return json.loads((d / "result.json").read_text()), (d / "console.txt").read_text()
+
+
+def _after_stop(run: Path, into: Path) -> dict:
+    """The checkpoint state right after a run stopped (the resume changes it): `latest`, the files of the step
+    directories and the metrics logged so far (copied into `into`)."""
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "metrics.jsonl", into)
+    ckpts = run / "checkpoints"
+    return {"latest": (ckpts / "latest").read_text().strip(),
+            "dirs": {p.name: sorted(f.name for f in p.iterdir()) for p in ckpts.iterdir() if p.is_dir()}}
+
+
+def _sigterm_rank1_once_training(run: Path, procs) -> None:
+    """SIGTERM to rank 1 only, once `run` logged its first step: the ranks agree at the step boundary."""
+    deadline = time.time() + 600
+    while not ((run / "metrics.jsonl").exists() and read_metrics(run)) and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), wait(procs)[1][0][-3000:]
+        time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
 def references(prepared_data, tmp_path_factory, worker_id):
-    """Uninterrupted ZeRO-2 and ZeRO-3 runs, both started at once (their ranks share the cores); made once per test
-    run (`made_once`)."""
+    """{2: the ZeRO-2 run, 3: the uninterrupted ZeRO-3 run}; also the SIGTERMed ZeRO-3 run (DIR/sigterm/run), all
+    made once per test run (`made_once`), in 3 launches:
+    - the ZeRO-2 run, SIGKILLed while writing its last checkpoint (files written, nothing committed), and at once
+      the ZeRO-3 reference (fresh processes), then in the same processes a ZeRO-3 run that gets SIGTERM;
+    - both resumes, ZeRO-2 first (fresh processes), then ZeRO-3.
+    What each left is recorded in DIR/NAME/ (result.json, console.txt): ref2/killed, ref2 (its resume), ref3,
+    sigterm/stopped, sigterm (its resume)."""
     def make(d: Path) -> None:
-        procs = {z: _start(_args(d / f"ref{z}" / "run", prepared_data, z)) for z in (2, 3)}
-        for z, ps in procs.items():
-            rcs, outs = wait(ps)
-            assert rcs == [0, 0], outs[0][-4000:]
-            (d / f"ref{z}" / "console.txt").write_text(outs[0])
+        zero2, zero3, stopped = d / "ref2" / "run", d / "ref3" / "run", d / "sigterm" / "run"
+        killed = start(2, ["-m", *_args(zero2, prepared_data, 2)], {"MYTHOS_FAULTS": f"checkpoint_write@{STEPS}"})
+        zero3_then_stopped = start_in_one_launch([_args(zero3, prepared_data, 3), _args(stopped, prepared_data, 3)])
+        _sigterm_rank1_once_training(stopped, zero3_then_stopped)
+        rcs, outs = wait(killed)
+        _record(d / "ref2" / "killed", rcs, outs[0], **_after_stop(zero2, d / "ref2" / "killed"))
+        rcs, ranks = _wait_segments(zero3_then_stopped)
+        assert [rank[0][1] for rank in ranks] == [0, 0], ranks[0][0][0][-4000:]  # the ZeRO-3 reference
+        _record(d / "ref3", [0, 0], ranks[0][0][0])
+        _record(d / "sigterm" / "stopped", rcs, ranks[0][1][0], **_after_stop(stopped, d / "sigterm" / "stopped"))
+        rcs, ranks = _wait_segments(start_in_one_launch([_args(zero2, prepared_data, 2),
+                                                         _args(stopped, prepared_data, 3)]))
+        assert [rank[0][1] for rank in ranks] == [0, 0], ranks[0][0][0][-4000:]  # the ZeRO-2 reference
+        _record(d / "ref2", [0, 0], ranks[0][0][0])
+        _record(d / "sigterm", rcs, ranks[0][1][0])
 
     d = made_once(tmp_path_factory, worker_id, "deepspeed_resume_references", make)
     runs = {z: d / f"ref{z}" / "run" for z in (2, 3)}
@@ -63,51 +149,78 @@ def references(prepared_data, tmp_path_factory, worker_id):
     return runs
 
 
-@pytest.mark.slow
-def test_zero2_killed_while_checkpointing_resumes_bitwise(references, prepared_data, tmp_path):
-    run = tmp_path / "run"
-    rcs, outs = wait(_start(_args(run, prepared_data, 2), env_extra={"MYTHOS_FAULTS": "checkpoint_write@4"}))
-    assert rcs == [-signal.SIGKILL] * 2, outs[0][-3000:]
-    ckpts = run / "checkpoints"
-    assert (ckpts / "latest").read_text().strip() == "step_0000002"
-    assert (ckpts / "step_0000004.tmp").is_dir() and not (ckpts / "step_0000004").exists()
-    out = _run_ok(_args(run, prepared_data, 2))
-    assert f"resumed from {ckpts / 'step_0000002'} at step 2" in out
-    assert _losses(run, 3) == _losses(references[2], 3)  # bitwise
-    assert not (ckpts / "step_0000004.tmp").exists()
+@pytest.fixture(scope="module")
+def one_rank_runs(references, prepared_data, tmp_path_factory, worker_id) -> Path:
+    """The 1-rank runs on copies of the ZeRO-2 run, in one launch (made once): test_deepspeed_universal's resume
+    from step 4 through DeepSpeed's universal checkpoint (first: a fresh process), then the resume at ZeRO-3, refused
+    (its refusal ends the process through the CLI's own exit). DIR/universal/run and DIR/other_stage/run; each one's
+    exit code and output in DIR/NAME/."""
+    from tests.parallel.test_checkpoint_reshard import rewind
+
+    def make(d: Path) -> None:
+        universal = rewind(references[2], d / "universal" / "run", 4)  # as it was right after checkpoint 4
+        other = shutil.copytree(references[2], d / "other_stage" / "run")  # the shared run stays as it was
+        rcs, [runs] = _wait_segments(start_in_one_launch(
+            [_args(universal, prepared_data, 2), _args(other, prepared_data, 3, "--train.steps", str(STEPS + 2))],
+            nproc=1))
+        assert len(runs) == 2, runs[-1][0][-4000:]  # the first run ended (with an exit code, not a crash)
+        (universal_out, universal_rc), (other_out, _) = runs
+        _record(universal.parent, [universal_rc], universal_out)
+        _record(other.parent, rcs, other_out)
+
+    return made_once(tmp_path_factory, worker_id, "deepspeed_one_rank_runs", make)
+
+
+def _losses(run, first):
+    m = read_metrics(run)
+    return [m[s]["loss"] for s in range(first, STEPS + 1)]
 
 
 @pytest.mark.slow
-def test_zero3_sigterm_saves_on_all_ranks_exits_75_and_resumes_bitwise(references, prepared_data, tmp_path):
+def test_zero2_killed_while_checkpointing_resumes_bitwise(references):
+    """`references[2]`, killed while writing checkpoint STEPS: the last committed one stays `latest`, the resume
+    starts there, redoes the steps after it bit for bit and removes the half-written directory."""
+    run, d = references[2], references[2].parent
+    ckpts, last_committed = run / "checkpoints", f"step_{STEPS - 2:07d}"
+    killed, killed_out = _result(d / "killed")
+    assert killed["rcs"] == [-signal.SIGKILL] * 2, killed_out[-3000:]
+    assert killed["latest"] == last_committed
+    assert f"step_{STEPS:07d}.tmp" in killed["dirs"] and f"step_{STEPS:07d}" not in killed["dirs"]
+    assert f"resumed from {ckpts / last_committed} at step {STEPS - 2}" in _result(d)[1]
+    before_kill = {s: rec["loss"] for s, rec in read_metrics(d / "killed").items()}
+    assert sorted(before_kill) == list(range(1, STEPS + 1))  # every step ran before the kill: uninterrupted losses
+    assert _losses(run, STEPS - 1) == [before_kill[s] for s in range(STEPS - 1, STEPS + 1)]  # bitwise
+    assert not (ckpts / f"step_{STEPS:07d}.tmp").exists()
+
+
+@pytest.mark.slow
+def test_zero3_sigterm_saves_on_all_ranks_exits_75_and_resumes_bitwise(references):
+    """DIR/sigterm/run: SIGTERM to rank 1 once training; then resumed (see `references`)."""
     from mythos.train.signals import EXIT_REQUEUE
-    run = tmp_path / "run"
-    procs = _start(_args(run, prepared_data, 3))
-    deadline = time.time() + 300
-    while not ((run / "metrics.jsonl").exists() and read_metrics(run)) and time.time() < deadline:
-        assert all(p.poll() is None for p in procs), wait(procs)[1][0][-3000:]
-        time.sleep(0.05)
-    procs[1].send_signal(signal.SIGTERM)  # one rank only: the ranks agree at the step boundary
-    rcs, outs = wait(procs)
-    assert rcs == [EXIT_REQUEUE] * 2, outs[0][-3000:]
-    stopped = max(read_metrics(run))
+    d = references[3].parent.parent / "sigterm"
+    run = d / "run"
+    stopped_run, out = _result(d / "stopped")
+    assert stopped_run["rcs"] == [EXIT_REQUEUE] * 2, out[-3000:]
+    stopped = max(read_metrics(d / "stopped"))
     assert stopped < STEPS
-    step_dir = run / "checkpoints" / f"step_{stopped:07d}"
-    assert (run / "checkpoints" / "latest").read_text().strip() == step_dir.name
+    step_dir = f"step_{stopped:07d}"
+    assert stopped_run["latest"] == step_dir
     for r in range(2):  # every rank wrote its ZeRO-3 partition and its RNG state
-        assert (step_dir / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt").is_file()
-        assert (step_dir / f"rng_rank{r:05d}.pt").is_file()
-    _run_ok(_args(run, prepared_data, 3))
+        assert f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" in stopped_run["dirs"][step_dir]
+        assert f"rng_rank{r:05d}.pt" in stopped_run["dirs"][step_dir]
+    resumed, out = _result(d)
+    assert resumed["rcs"] == [0, 0], out[-4000:]
     assert _losses(run, stopped + 1) == _losses(references[3], stopped + 1)
 
 
 @pytest.mark.slow
-def test_resume_with_other_stage_or_world_size_is_one_line_error(references, prepared_data, tmp_path):
-    run = shutil.copytree(references[2], tmp_path / "run")  # the shared run stays as it was for the other tests
-    r = run_cli(_args(run, prepared_data, 3, "--train.steps", str(STEPS + 2)))
-    assert r.returncode == 2, r.stderr[-3000:]
-    last = r.stderr.strip().splitlines()[-1]
+def test_resume_with_other_stage_or_world_size_is_one_line_error(one_rank_runs):
+    run = one_rank_runs / "other_stage" / "run"
+    result, out = _result(run.parent)
+    assert result["rcs"] == [2], out[-3000:]
+    last = out.strip().splitlines()[-1]
     assert last.startswith("error: ") and "zero_stage 2 -> 3" in last and "world_size 2 -> 1" in last, last
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in out
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{STEPS:07d}"
 
 
@@ -127,3 +240,7 @@ def test_eval_and_export_read_deepspeed_runs(references, tmp_path):
     [(_, loss)] = list(validation_losses(model, cfg, DistEnv(0, 1, 0, torch.device("cpu")), [2]))
     line = next(ln for ln in (run.parent / "console.txt").read_text().splitlines() if ln.startswith("validation"))
     assert f"val/loss_loops_2 {loss:.4f}" in line, (loss, line)
+
+
+if __name__ == "__main__":
+    _run_in_one_process(sys.argv[1:])

@@ -2,7 +2,8 @@
 (`ds_to_universal`, then `checkpoint.load_universal`): the same data position, and the next losses within 1e-5 of
 continuing at 2 ranks. DeepSpeed with our expert parallelism is refused in one line that says why and what to use.
 
-The 2-rank run is test_deepspeed_resume's uninterrupted ZeRO-2 run (made once; one sequence per forward)."""
+The 2-rank run is test_deepspeed_resume's ZeRO-2 run (made once; one sequence per forward); the 1-rank resume is
+made there too (`one_rank_runs`: it shares its process with test_deepspeed_resume's other 1-rank run)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +11,7 @@ import json
 import pytest
 
 from tests.conftest import read_metrics, run_cli
-from tests.parallel.test_checkpoint_reshard import rewind
-from tests.train.test_deepspeed_resume import STEPS, _args, references  # noqa: F401 (a fixture)
+from tests.train.test_deepspeed_resume import STEPS, _result, one_rank_runs, references  # noqa: F401 (fixtures)
 
 
 def _data_state(run, step):
@@ -19,12 +19,12 @@ def _data_state(run, step):
 
 
 @pytest.mark.slow
-def test_zero2_saved_at_2_resumes_at_1_through_universal_checkpoint(references, prepared_data, tmp_path):
+def test_zero2_saved_at_2_resumes_at_1_through_universal_checkpoint(references, one_rank_runs):
     two = references[2]
-    one = rewind(two, tmp_path / "one", 4)  # the 2-rank run as it was right after its step-4 checkpoint
-    r = run_cli(_args(one, prepared_data, 2))
-    assert r.returncode == 0, r.stderr[-4000:]
-    assert f"resumed from {one / 'checkpoints' / 'step_0000004'} at step 4" in r.stdout + r.stderr
+    one = one_rank_runs / "universal" / "run"  # the 2-rank run as it was right after its step-4 checkpoint, resumed
+    result, out = _result(one.parent)
+    assert result["rcs"] == [0], out[-4000:]
+    assert f"resumed from {one / 'checkpoints' / 'step_0000004'} at step 4" in out
     want, got = read_metrics(two), read_metrics(one)
     for step in range(5, STEPS + 1):
         assert abs(got[step]["loss"] - want[step]["loss"]) <= 1e-5, (step, got[step], want[step])
