@@ -53,12 +53,12 @@ class Mains:
         last = i == len(self.commands) - 1
         codes, texts = [], []
         for rank, proc_rc in enumerate(rcs):
-            f = self.dir / f"{i}.{rank}"
-            texts.append([f.with_suffix(s).read_text() if f.with_suffix(s).is_file() else "" for s in (".out", ".err")])
+            f = self.dir / f"{i}.{rank}"  # the child's files: f.out, f.err, f.rc
+            texts.append([Path(f"{f}{s}").read_text() if Path(f"{f}{s}").is_file() else "" for s in (".out", ".err")])
             if last:
                 codes.append(proc_rc)
-            elif f.with_suffix(".rc").is_file():
-                codes.append(json.loads(f.with_suffix(".rc").read_text()))
+            elif Path(f"{f}.rc").is_file():
+                codes.append(json.loads(Path(f"{f}.rc").read_text()))
             else:  # it raised: the process ended there
                 raise AssertionError(f"rank {rank} of {self.commands[i][:1]} crashed:\n{texts[-1][0][-3000:]}"
                                      f"{texts[-1][1][-3000:]}{outs[rank][-3000:]}")
@@ -84,8 +84,8 @@ def run_mains(*commands: list, nproc: int = 1, env_extra: list[dict] | None = No
 def _capture(path: Path, merge: bool) -> tuple[list, tuple[int, int]]:
     """Point fds 1 and 2 at path.out / path.err (both at path.out if merged); the files and the saved fds."""
     sys.stdout.flush(), sys.stderr.flush()
-    out = open(path.with_suffix(".out"), "w")
-    err = out if merge else open(path.with_suffix(".err"), "w")
+    out = open(f"{path}.out", "w")
+    err = out if merge else open(f"{path}.err", "w")
     saved = os.dup(1), os.dup(2)
     os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
     return [out, err], saved
