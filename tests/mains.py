@@ -119,20 +119,17 @@ def _child(spec: dict) -> None:
         if last:
             DistEnv.shutdown, mythos.errors.exit_after_distributed = shutdown, exit_
         files, fds = _capture(d / f"{i}.{rank}", spec["merge"])
-        if last:  # as `python -m MODULE` ends: its exit code, or a traceback and 1
-            try:
-                rc = importlib.import_module(module).main(argv)
-            except SystemExit as e:
-                rc = e.code
-            _end(rc)
         try:
             rc = importlib.import_module(module).main(argv)
         except SystemExit as e:  # a UserError: `error: ...` printed, exit code 2
             rc = e.code
         except BaseException:
-            traceback.print_exc()  # into this command's stderr; no .rc file: the parent reports the crash
-            _restore(files, fds)
-            raise
+            if not last:  # into this command's stderr; no .rc file: the parent reports the crash
+                traceback.print_exc()
+                _restore(files, fds)
+            raise  # the last one: its traceback on its stderr and exit code 1, as under `python -m MODULE`
+        if last:
+            _end(rc)
         _restore(files, fds)
         (d / f"{i}.{rank}.rc").write_text(json.dumps(_code(rc)))
         for k, v in saved_env.items():
