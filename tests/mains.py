@@ -94,6 +94,7 @@ def _capture(path: Path, merge: bool) -> tuple[list, tuple[int, int]]:
 def _restore(files: list, saved: tuple[int, int]) -> None:
     sys.stdout.flush(), sys.stderr.flush()
     os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+    os.close(saved[0]), os.close(saved[1])
     for f in {id(f): f for f in files}.values():
         f.close()
 
