@@ -34,7 +34,7 @@ class Mains:
         self.merge_stderr = merge_stderr
         self.procs = start(nproc, ["-m", "tests.mains", json.dumps(spec)])
 
-    def wait(self, timeout: float = 600, check: bool = False) -> list[subprocess.CompletedProcess]:
+    def wait(self, timeout: float = 900, check: bool = False) -> list[subprocess.CompletedProcess]:
         """Per command: rank 0's exit code, stdout and stderr (None if merged into stdout), and `rcs`, every rank's
         exit code. A command before the last that raised (not SystemExit) fails here with its output. check: every
         rank of every command must exit 0."""
@@ -75,7 +75,7 @@ def start_mains(*commands: list, nproc: int = 1, env_extra: list[dict] | None = 
     return Mains(list(commands), nproc, env_extra, merge_stderr)
 
 
-def run_mains(*commands: list, nproc: int = 1, env_extra: list[dict] | None = None, timeout: float = 600,
+def run_mains(*commands: list, nproc: int = 1, env_extra: list[dict] | None = None, timeout: float = 900,
               merge_stderr: bool = False, check: bool = False) -> list[subprocess.CompletedProcess]:
     """`start_mains(...).wait(timeout, check)`: one CompletedProcess per command."""
     return start_mains(*commands, nproc=nproc, env_extra=env_extra, merge_stderr=merge_stderr).wait(timeout, check)

@@ -56,9 +56,13 @@ def _after_stop(run: Path, into: Path) -> dict:
 def _sigterm_rank1_once_training(run: Path, launch) -> None:
     """SIGTERM to rank 1 only of `launch` (start_mains), once `run` logged its first step: the ranks agree at the
     step boundary."""
-    deadline = time.time() + 600
-    while not ((run / "metrics.jsonl").exists() and read_metrics(run)) and time.time() < deadline:
+    deadline = time.time() + 900  # a poll with a deadline: past it the test fails, it never signals another run
+    while not ((run / "metrics.jsonl").exists() and read_metrics(run)):
         assert all(p.poll() is None for p in launch.procs), [r.stdout[-3000:] for r in launch.wait()]
+        if time.time() > deadline:
+            for p in launch.procs:
+                p.kill()
+            raise AssertionError(f"{run} logged no step within 900 s")
         time.sleep(0.05)
     launch.procs[1].send_signal(signal.SIGTERM)
 
