@@ -44,48 +44,6 @@ def run_cli(args: list[str], env_extra: dict | None = None, timeout: float = 600
                           **kw)
 
 
-# CLI mains run one after another in ONE fresh interpreter (`run_mains`), each as `python -m MODULE ARGV` would run it:
-# its own stdout/stderr (file descriptors 1 and 2, so warnings and C-level output land there too), its own extra
-# environment (MYTHOS_FAULTS is read at import, so re-read per command) and its exit code.
-_MAINS = """
-import importlib, json, os, sys, tempfile
-results = []
-for module, argv, env in json.loads(sys.argv[1]):
-    os.environ.update(env)
-    from mythos.train import faults
-    faults._FAULTS, faults._SLOW = faults._parse()
-    saved = os.dup(1), os.dup(2)
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        os.dup2(out.fileno(), 1), os.dup2(err.fileno(), 2)
-        try:
-            rc = importlib.import_module(module).main(argv)
-        except SystemExit as e:
-            rc = e.code
-        finally:
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-        for k in env:
-            del os.environ[k]
-        out.seek(0), err.seek(0)
-        results.append([0 if rc is None else rc, out.read(), err.read()])
-print(json.dumps(results))
-"""
-
-
-def run_mains(*commands: list[str], env_extra: list[dict] | None = None,
-              timeout: float = 600) -> list[subprocess.CompletedProcess]:
-    """One CompletedProcess (returncode, stdout, stderr) per command [module, *argv], run in one fresh interpreter:
-    one interpreter start (~3 CPU-s of importing torch and mythos) instead of one per command. env_extra: per
-    command. A command that raises (not SystemExit) ends the interpreter: then its traceback fails the assert."""
-    cmds = [(c[0], [str(a) for a in c[1:]], (env_extra or [{}] * len(commands))[i]) for i, c in enumerate(commands)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-c", _MAINS, json.dumps(cmds)], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=timeout)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return [subprocess.CompletedProcess(c[:2], rc, out, err)
-            for c, (rc, out, err) in zip(cmds, json.loads(r.stdout.splitlines()[-1]))]
-
-
 def pytest_collection_modifyitems(config, items):
     """The slow tests first: with pytest-xdist the long ones start early and the short ones fill in, instead of one
     worker running a long test alone at the end."""

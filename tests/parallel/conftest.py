@@ -1,5 +1,6 @@
 """Multi-rank runs shared by tests: the configurations that test modules register run in one launch per rank count
-(launch_configs), made once per test run; among them the scaling tests' runs of tests/parallel/plan_run.py."""
+(launch_configs, over tests/mains.py), made once per test run; among them the scaling tests' runs of
+tests/parallel/plan_run.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import made_once
-from tests.parallel.dist_run import launch
+from tests.mains import run_mains
 
 _RUNS: dict[int, dict[str, list[str]]] = {}  # ranks: {"prefix.name": [worker, its arguments but --out]}
 
@@ -71,41 +72,10 @@ def hsdp_runs(dist_runs):
 
 def launch_configs(nproc: int, d: Path, configs: dict[str, list[str]]) -> None:
     """Run several configurations (name: [worker, its arguments but --out, which is d/NAME.pt]) of
-    tests/parallel/{dist_run,plan_run}.py one after another in ONE launch of `nproc` ranks: the per-process import
-    and the process group are paid once, not per configuration. Each builds its own engine and device mesh from the
-    same seeds and data as a launch of its own. A compiled configuration runs last, so its graph count is its own."""
+    tests/parallel/{dist_run,plan_run}.py one after another in ONE launch of `nproc` ranks (tests/mains.py): the
+    per-process import and the process group are paid once, not per configuration. Each builds its own engine and
+    device mesh from the same seeds and data as a launch of its own. A compiled configuration runs last, so its graph
+    count is its own."""
     ordered = sorted(configs.items(), key=lambda c: "--compile" in c[1])
-    args = [a for name, (worker, *extra) in ordered for a in ("--then", worker, "--out", str(d / f"{name}.pt"), *extra)]
-    launch(nproc, args[1:], 600, script=__file__)  # a cold compile is ~40 s of it on 2 cores
-
-
-def _run_configs(argv: list[str]) -> None:
-    """Child side of launch_configs: WORKER.main(ARGS) for each '--then'-separated WORKER ARGS..., keeping the
-    process group up between them (and undoing dist_run --no-defer's patch after its configuration)."""
-    import importlib
-
-    import mythos.errors
-    import mythos.parallel.fsdp as fsdp_mod
-    from mythos.parallel import DistEnv
-
-    configs: list[list[str]] = [[]]
-    for a in argv:
-        if a == "--then":
-            configs.append([])
-        else:
-            configs[-1].append(a)
-    shutdown, exit_, defer = DistEnv.shutdown, mythos.errors.exit_after_distributed, fsdp_mod._defer_post_backward
-    DistEnv.shutdown, mythos.errors.exit_after_distributed = lambda self: None, lambda code: None
-    for worker, *args in configs:
-        importlib.import_module(f"tests.parallel.{worker}").main(args)
-        fsdp_mod._defer_post_backward = defer
-    DistEnv.shutdown, mythos.errors.exit_after_distributed = shutdown, exit_
-    env = DistEnv.from_environment("cpu")
-    env.shutdown()
-    if env.world_size > 1:
-        exit_(0)
-
-
-if __name__ == "__main__":
-    import sys
-    _run_configs(sys.argv[1:])
+    run_mains(*[[f"tests.parallel.{worker}", "--out", d / f"{name}.pt", *extra] for name, (worker, *extra) in ordered],
+              nproc=nproc, timeout=600, merge_stderr=True, check=True)  # a cold compile is ~40 s of it on 2 cores

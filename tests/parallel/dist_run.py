@@ -135,9 +135,11 @@ def main(argv=None) -> None:
     from mythos.parallel import DistEnv
     from mythos.errors import exit_after_distributed
 
+    import mythos.parallel.fsdp as fsdp_mod
+
     torch.set_num_threads(1)
+    defer = fsdp_mod._defer_post_backward  # restored below: the next run of a shared launch (tests/mains.py) defers
     if a.no_defer:
-        import mythos.parallel.fsdp as fsdp_mod
         fsdp_mod._defer_post_backward = lambda module: None
     env = DistEnv.from_environment("cpu")
     results = {}
@@ -154,6 +156,7 @@ def main(argv=None) -> None:
     if env.world_size > 1:  # every rank reports its bias: they must agree
         torch.save(first["biases"] if not a.case else {c: r["biases"] for c, r in results.items()},
                    f"{a.out}.bias{env.rank}")
+    fsdp_mod._defer_post_backward = defer
     env.shutdown()
     if env.world_size > 1:
         exit_after_distributed(0)

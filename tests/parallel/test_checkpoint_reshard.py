@@ -4,8 +4,8 @@ too: experts saved as (dp_shard, ep)-sharded DTensors load into plain tensors (1
 
 The ranks are plain processes with env:// rendezvous, as srun starts them: torchrun would only add a launcher process
 per run (its own behaviour is test_rank_failure's), not another checkpoint layout. The runs of one world size share
-one launch (`chain`): each training is a fresh CLI `main` (its own mesh, engine and resume from disk), only the
-interpreter and the process group are kept."""
+one launch (tests/mains.py's run_mains): each training is a fresh CLI `main` (its own mesh, engine and resume from
+disk), only the interpreter and the process group are kept."""
 from __future__ import annotations
 
 import json
@@ -15,41 +15,17 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import made_once, read_metrics, train_args
-from tests.parallel.dist_run import start, wait
-
-
-def run(nproc: int, args: list[str], timeout: float = 300) -> str:
-    """Run the CLI as `nproc` ranks (one process if nproc == 1); rank 0's output. Any rank left at timeout is killed."""
-    rcs, outs = wait(start(nproc, ["-m", *args]), timeout)
-    assert rcs == [0] * nproc, "\n".join(o[-3000:] for o in outs)
-    return outs[0]
-
-
-def chain(nproc: int, steps: list[list[str]], timeout: float = 600) -> list[str]:
-    """Run `steps` (["train", *train_args(...)] or ["rewind", SRC, DST, STEP]) one after another in ONE launch of
-    `nproc` ranks (tests/parallel/conftest.py's launch_configs child, calling `main` below for each): the import and
-    the process group are paid once per launch, not per run. Rank 0's output of each step."""
-    args = [a for i, step in enumerate(steps)
-            for a in ("--then", "test_checkpoint_reshard", "--out", str(i), *map(str, step))]
-    out = run(nproc, ["tests.parallel.conftest", *args[1:]], timeout)
-    return out.split("== chain step ")[1:]
+from tests.mains import run_mains
 
 
 def main(argv: list[str]) -> None:
-    """Child side of `chain`: one step. A training must end with exit code 0; a rewind is made by rank 0 while the
-    other ranks wait at a barrier (the next step reads it)."""
-    _, mark, kind, *rest = argv
-    print(f"== chain step {mark}", flush=True)
-    if kind == "rewind":
-        import torch.distributed as dist
-        if int(os.environ.get("RANK", "0")) == 0:
-            rewind(Path(rest[0]), Path(rest[1]), int(rest[2]))
-        if dist.is_initialized():
-            dist.barrier()
-        return
-    from mythos.train.cli import main as train
-    rc = train(rest[1:])  # rest[0] is the module name, "mythos.train.cli"
-    assert rc == 0, f"training exited {rc}: {rest}"
+    """`python -m tests.parallel.test_checkpoint_reshard SRC DST STEP` in a shared launch (tests/mains.py): `rewind`,
+    made by rank 0 while the other ranks wait at a barrier (the next run reads it)."""
+    import torch.distributed as dist
+    if int(os.environ.get("RANK", "0")) == 0:
+        rewind(Path(argv[0]), Path(argv[1]), int(argv[2]))
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def rewind(src: Path, dst: Path, step: int) -> Path:
@@ -83,7 +59,9 @@ def hsdp_args(run_dir: Path, data: Path, dp_replicate: int) -> list[str]:
 def ep2_run(prepared_data, tmp_path_factory, worker_id) -> Path:
     """6 steps at 2 ranks with ep 2 (checkpoints at 2, 4, 6): the save of the test below, and test_checkpoint_faults'
     uninterrupted reference; made once per test run (`made_once`), only ever copied."""
-    d = made_once(tmp_path_factory, worker_id, "ep2_run", lambda d: run(2, ep_args(d / "run", prepared_data, 6, 2)))
+    d = made_once(tmp_path_factory, worker_id, "ep2_run",
+                  lambda d: run_mains(ep_args(d / "run", prepared_data, 6, 2), nproc=2, timeout=300, merge_stderr=True,
+                                      check=True))
     return d / "run"
 
 
@@ -98,12 +76,14 @@ def resumed(ep2_run, prepared_data, tmp_path_factory, worker_id) -> Path:
     def make(d: Path) -> None:
         rewind(ep2_run, d / "ep_n4", 4)
         rewind(ep2_run, d / "ep_n1", 4)
-        outs = chain(4, [["train", *hsdp_args(d / "hsdp", data, 2)], ["rewind", d / "hsdp", d / "hsdp_n4", 4],
-                         ["train", *hsdp_args(d / "hsdp_n4", data, 1)], ["train", *ep_args(d / "ep_n4", data, 6, 2)]])
-        (d / "hsdp.log").write_text(outs[0])
-        run(2, hsdp_args(rewind(d / "hsdp", d / "hsdp_n2", 4), data, 1))
-        chain(1, [["train", *hsdp_args(rewind(d / "hsdp", d / "hsdp_n1", 4), data, 1)],
-                  ["train", *ep_args(d / "ep_n1", data, 6, 1)]])
+        rewound = ["tests.parallel.test_checkpoint_reshard", d / "hsdp", d / "hsdp_n4", 4]
+        hsdp = run_mains(hsdp_args(d / "hsdp", data, 2), rewound, hsdp_args(d / "hsdp_n4", data, 1),
+                         ep_args(d / "ep_n4", data, 6, 2), nproc=4, merge_stderr=True, check=True)[0]
+        (d / "hsdp.log").write_text(hsdp.stdout)
+        run_mains(hsdp_args(rewind(d / "hsdp", d / "hsdp_n2", 4), data, 1), nproc=2, timeout=300, merge_stderr=True,
+                  check=True)
+        run_mains(hsdp_args(rewind(d / "hsdp", d / "hsdp_n1", 4), data, 1), ep_args(d / "ep_n1", data, 6, 1),
+                  merge_stderr=True, check=True)
     return made_once(tmp_path_factory, worker_id, "reshard_resumed", make)
 
 

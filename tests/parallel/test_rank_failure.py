@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, read_metrics, train_args
+from tests.mains import run_mains
 from tests.parallel.dist_run import free_port
-from tests.parallel.test_checkpoint_reshard import run
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
 
@@ -73,7 +73,8 @@ def test_sigkill_one_rank_ends_job_and_resume_works(prepared_data, tmp_path):
     step = int(latest.read_text().strip()[5:])
     # one process resumes: it loads every rank's shards of the killed job's checkpoint (the 2 ranks' loads together
     # read the same files; that a 2-rank save resumes exactly in one process is test_checkpoint_reshard's)
-    out = run(1, train_args(run_dir, prepared_data, step + 2, "--checkpoint.interval", "2",
-                            "--parallel.ac", "loop"))
+    [resumed] = run_mains(train_args(run_dir, prepared_data, step + 2, "--checkpoint.interval", "2",
+                                     "--parallel.ac", "loop"), timeout=300, merge_stderr=True, check=True)
+    out = resumed.stdout
     assert f"resumed from {run_dir / 'checkpoints' / f'step_{step:07d}'}" in out, out[-3000:]
     assert step + 2 in read_metrics(run_dir)

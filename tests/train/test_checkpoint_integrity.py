@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import made_once, read_metrics, run_cli, run_mains, train_args
+from tests.conftest import made_once, read_metrics, run_cli, train_args
+from tests.mains import run_mains
 
 STEPS = 12
 KINDS = ["truncated_distcp", "random_bytes_distcp", "deleted_metadata", "garbage_trainer_state", "manifest_mismatch"]

@@ -5,7 +5,7 @@ warning line each and bitwise-equal losses after it; a file that asks to run cod
 
 One 2-rank ZeRO-2 reference run (checkpoints every 2 steps, all kept; test_deepspeed_resume's, made once) is copied
 and damaged for the cases; the damaged resume and the refused one run one after the other in one 2-rank launch
-(`resumes`: the import and process-group start-up paid once)."""
+(`resumes`, tests/mains.py: the import and process-group start-up paid once)."""
 from __future__ import annotations
 
 import shutil
@@ -16,7 +16,8 @@ import torch
 
 from tests.conftest import made_once, read_metrics
 from tests.train.test_checkpoint_integrity import _RunsCode, ckpt
-from tests.train.test_deepspeed_resume import STEPS, _args, _record, _result, _wait_segments, start_in_one_launch
+from tests.mains import run_mains
+from tests.train.test_deepspeed_resume import STEPS, _args, _record, _result
 from tests.train.test_deepspeed_resume import references  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.slow
@@ -71,11 +72,9 @@ def resumes(reference, prepared_data, tmp_path_factory, worker_id) -> Path:
         damaged, hostile = (_copy_at_step_2(reference, d / name / "run") for name in ("damaged", "hostile"))
         _damage(damaged)
         _plant_hostile(hostile, d / "hostile" / "PWNED")
-        rcs, ranks = _wait_segments(start_in_one_launch([_args(damaged, prepared_data, 2),
-                                                         _args(hostile, prepared_data, 2)]))
-        assert all(len(runs) == 2 for runs in ranks), ranks[0][-1][0][-4000:]  # the first run ended, no crash
-        _record(damaged.parent, [runs[0][1] for runs in ranks], ranks[0][0][0])
-        _record(hostile.parent, rcs, ranks[0][1][0])
+        for run, r in zip((damaged, hostile), run_mains(_args(damaged, prepared_data, 2),
+                                                        _args(hostile, prepared_data, 2), nproc=2, merge_stderr=True)):
+            _record(run.parent, r.rcs, r.stdout)
 
     return made_once(tmp_path_factory, worker_id, "deepspeed_integrity_resumes", make)
 

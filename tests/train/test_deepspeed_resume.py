@@ -5,20 +5,20 @@ a resume at another world size / ZeRO stage is a one-line error; mythos-eval's l
 All of them are made once (`references`, `one_rank_runs`) and read by the tests. The ZeRO-2 run is killed while
 writing its last checkpoint, after every step logged its loss (so those losses are an uninterrupted run's), and
 resumed; it is also the run test_deepspeed_integrity damages and test_deepspeed_universal resumes at 1 rank (one
-set of options, `_args`). Runs whose processes are not the point share a launch (`start_in_one_launch`).
+set of options, `_args`). Runs whose processes are not the point share a launch (tests/mains.py).
 """
 from __future__ import annotations
 
 import json
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import made_once, read_metrics, train_args
+from tests.mains import run_mains, start_mains
 from tests.parallel.dist_run import start, wait
 
 STEPS = 8
@@ -30,59 +30,6 @@ def _args(run, data, stage, *extra):
     return train_args(run, data, STEPS, "--parallel.backend", "deepspeed", "--parallel.zero_stage", str(stage),
                       "--checkpoint.interval", "2", "--checkpoint.keep", "4", "--metrics.tensorboard", "false",
                       "--parallel.ac", "loop", "--train.micro_batch", "1", "--train.grad_clip", "0.5", *extra)
-
-
-SEGMENT_END = "==== trainer run exited"
-
-
-def start_in_one_launch(runs: list[list[str]], env_extra=None, nproc: int = 2):
-    """`nproc` ranks that run the trainer CLI once per argument list, one after another in the same processes (the
-    import and process-group start-up paid once per launch, not per run). Every run but the last ends its output
-    with a `SEGMENT_END rc` line; the last runs as `python -m mythos.train.cli` would, its own exit included."""
-    args = [a for cli_args in runs for a in ("--then", *cli_args[1:])]  # cli_args[0]: "mythos.train.cli"
-    return start(nproc, ["-m", "tests.train.test_deepspeed_resume", *args[1:]], env_extra)
-
-
-def segments(out: str) -> list[tuple[str, int | None]]:
-    """(output, exit code) of each run of a start_in_one_launch rank, the last one's code None (the process's)."""
-    parts, text = [], []
-    for line in out.splitlines(keepends=True):
-        if line.startswith(SEGMENT_END):
-            parts.append(("".join(text), int(line.split()[-1])))
-            text = []
-        else:
-            text.append(line)
-    return [*parts, ("".join(text), None)]
-
-
-def _run_in_one_process(argv: list[str]) -> None:
-    """Child side of start_in_one_launch: the process group stays up between runs (DistEnv.shutdown and the
-    os._exit of multi-rank runs are no-ops until the last run), like tests/parallel/conftest.py's launch_configs."""
-    import mythos.errors
-    from mythos.parallel import DistEnv
-    from mythos.train import cli
-    runs: list[list[str]] = [[]]
-    for a in argv:
-        if a == "--then":
-            runs.append([])
-        else:
-            runs[-1].append(a)
-    shutdown, exit_ = DistEnv.shutdown, mythos.errors.exit_after_distributed
-    DistEnv.shutdown, mythos.errors.exit_after_distributed = lambda self: None, lambda code: None
-    for args in runs[:-1]:
-        try:
-            rc = cli.main(args)
-        except SystemExit as e:  # a UserError: `error: ...` printed, exit code 2
-            rc = e.code
-        print(f"{SEGMENT_END} {rc}", flush=True)
-    DistEnv.shutdown, mythos.errors.exit_after_distributed = shutdown, exit_
-    sys.exit(cli.main(runs[-1]))
-
-
-def _wait_segments(procs, timeout: float = 600) -> tuple[list[int], list[list[tuple[str, int | None]]]]:
-    """(process exit codes, per rank: its segments) of a start_in_one_launch launch."""
-    rcs, outs = wait(procs, timeout)
-    return rcs, [segments(out) for out in outs]
 
 
 def _record(d: Path, rcs: list[int], out: str, **facts) -> None:
@@ -106,13 +53,18 @@ def _after_stop(run: Path, into: Path) -> dict:
             "dirs": {p.name: sorted(f.name for f in p.iterdir()) for p in ckpts.iterdir() if p.is_dir()}}
 
 
-def _sigterm_rank1_once_training(run: Path, procs) -> None:
-    """SIGTERM to rank 1 only, once `run` logged its first step: the ranks agree at the step boundary."""
-    deadline = time.time() + 600
-    while not ((run / "metrics.jsonl").exists() and read_metrics(run)) and time.time() < deadline:
-        assert all(p.poll() is None for p in procs), wait(procs)[1][0][-3000:]
+def _sigterm_rank1_once_training(run: Path, launch) -> None:
+    """SIGTERM to rank 1 only of `launch` (start_mains), once `run` logged its first step: the ranks agree at the
+    step boundary."""
+    deadline = time.time() + 900  # a poll with a deadline: past it the test fails, it never signals another run
+    while not ((run / "metrics.jsonl").exists() and read_metrics(run)):
+        assert all(p.poll() is None for p in launch.procs), [r.stdout[-3000:] for r in launch.wait()]
+        if time.time() > deadline:
+            for p in launch.procs:
+                p.kill()
+            raise AssertionError(f"{run} logged no step within 900 s")
         time.sleep(0.05)
-    procs[1].send_signal(signal.SIGTERM)
+    launch.procs[1].send_signal(signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -127,19 +79,21 @@ def references(prepared_data, tmp_path_factory, worker_id):
     def make(d: Path) -> None:
         zero2, zero3, stopped = d / "ref2" / "run", d / "ref3" / "run", d / "sigterm" / "run"
         killed = start(2, ["-m", *_args(zero2, prepared_data, 2)], {"MYTHOS_FAULTS": f"checkpoint_write@{STEPS}"})
-        zero3_then_stopped = start_in_one_launch([_args(zero3, prepared_data, 3), _args(stopped, prepared_data, 3)])
+        zero3_then_stopped = start_mains(_args(zero3, prepared_data, 3), _args(stopped, prepared_data, 3), nproc=2,
+                                         merge_stderr=True)
         _sigterm_rank1_once_training(stopped, zero3_then_stopped)
         rcs, outs = wait(killed)
         _record(d / "ref2" / "killed", rcs, outs[0], **_after_stop(zero2, d / "ref2" / "killed"))
-        rcs, ranks = _wait_segments(zero3_then_stopped)
-        assert [rank[0][1] for rank in ranks] == [0, 0], ranks[0][0][0][-4000:]  # the ZeRO-3 reference
-        _record(d / "ref3", [0, 0], ranks[0][0][0])
-        _record(d / "sigterm" / "stopped", rcs, ranks[0][1][0], **_after_stop(stopped, d / "sigterm" / "stopped"))
-        rcs, ranks = _wait_segments(start_in_one_launch([_args(zero2, prepared_data, 2),
-                                                         _args(stopped, prepared_data, 3)]))
-        assert [rank[0][1] for rank in ranks] == [0, 0], ranks[0][0][0][-4000:]  # the ZeRO-2 reference
-        _record(d / "ref2", [0, 0], ranks[0][0][0])
-        _record(d / "sigterm", rcs, ranks[0][1][0])
+        ref3, sigterm = zero3_then_stopped.wait()
+        assert ref3.rcs == [0, 0], ref3.stdout[-4000:]  # the ZeRO-3 reference
+        _record(d / "ref3", ref3.rcs, ref3.stdout)
+        _record(d / "sigterm" / "stopped", sigterm.rcs, sigterm.stdout,
+                **_after_stop(stopped, d / "sigterm" / "stopped"))
+        ref2, resumed = run_mains(_args(zero2, prepared_data, 2), _args(stopped, prepared_data, 3), nproc=2,
+                                  merge_stderr=True)
+        assert ref2.rcs == [0, 0], ref2.stdout[-4000:]  # the ZeRO-2 reference
+        _record(d / "ref2", ref2.rcs, ref2.stdout)
+        _record(d / "sigterm", resumed.rcs, resumed.stdout)
 
     d = made_once(tmp_path_factory, worker_id, "deepspeed_resume_references", make)
     runs = {z: d / f"ref{z}" / "run" for z in (2, 3)}
@@ -160,13 +114,10 @@ def one_rank_runs(references, prepared_data, tmp_path_factory, worker_id) -> Pat
     def make(d: Path) -> None:
         universal = rewind(references[2], d / "universal" / "run", 4)  # as it was right after checkpoint 4
         other = shutil.copytree(references[2], d / "other_stage" / "run")  # the shared run stays as it was
-        rcs, [runs] = _wait_segments(start_in_one_launch(
-            [_args(universal, prepared_data, 2), _args(other, prepared_data, 3, "--train.steps", str(STEPS + 2))],
-            nproc=1))
-        assert len(runs) == 2, runs[-1][0][-4000:]  # the first run ended (with an exit code, not a crash)
-        (universal_out, universal_rc), (other_out, _) = runs
-        _record(universal.parent, [universal_rc], universal_out)
-        _record(other.parent, rcs, other_out)
+        for run, r in zip((universal, other), run_mains(_args(universal, prepared_data, 2),
+                                                        _args(other, prepared_data, 3, "--train.steps", str(STEPS + 2)),
+                                                        merge_stderr=True)):
+            _record(run.parent, r.rcs, r.stdout)
 
     return made_once(tmp_path_factory, worker_id, "deepspeed_one_rank_runs", make)
 
@@ -242,5 +193,3 @@ def test_eval_and_export_read_deepspeed_runs(references, tmp_path):
     assert f"val/loss_loops_2 {loss:.4f}" in line, (loss, line)
 
 
-if __name__ == "__main__":
-    _run_in_one_process(sys.argv[1:])

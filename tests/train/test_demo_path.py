@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from tests.conftest import run_mains, train_args
+from tests.conftest import train_args
+from tests.mains import run_mains
 
 
 @pytest.mark.slow

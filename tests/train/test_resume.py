@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO, made_once, read_metrics, run_cli, run_mains, train_args
+from tests.conftest import REPO, made_once, read_metrics, run_cli, train_args
+from tests.mains import run_mains
 
 STEPS = 30
 

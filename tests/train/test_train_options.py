@@ -3,7 +3,8 @@ import math
 
 import pytest
 
-from tests.conftest import made_once, read_metrics, run_mains, train_args
+from tests.conftest import made_once, read_metrics, train_args
+from tests.mains import run_mains
 
 
 @pytest.fixture(scope="module")
