@@ -55,8 +55,7 @@ def made_once(tmp_path_factory, worker_id: str, name: str, make: Callable[[Path]
     makes it while the others wait on a file lock, then all read it (the pattern of xdist's docs), so an expensive
     multi-rank run shared by tests on both workers is not made twice. Without xdist too (a fixture imported by several
     modules is set up once per module)."""
-    base = tmp_path_factory.getbasetemp()
-    d = (base if worker_id == "master" else base.parent) / name  # the run's directory, above every worker's own
+    d = _shared(tmp_path_factory, worker_id) / name
     with FileLock(f"{d}.lock"):
         if not (d / ".done").is_file():
             shutil.rmtree(d, ignore_errors=True)  # a failed attempt's leftovers
@@ -70,8 +69,13 @@ def generate_compile_lock(tmp_path_factory, worker_id: str) -> FileLock:
     """Held around each `mythos-generate --compile` of the tiny CLI model at 2 loops, batch 2 (test_generate_cli, the
     README's --compile line: the same graph). Under pytest-xdist the second waits for the first and then reads its
     inductor cache entry, instead of both compiling the same C++ cold at the same time."""
+    return FileLock(f"{_shared(tmp_path_factory, worker_id) / 'generate_compile'}.lock")
+
+
+def _shared(tmp_path_factory, worker_id: str) -> Path:
+    """The test run's directory above every xdist worker's own (the session's base without xdist)."""
     base = tmp_path_factory.getbasetemp()
-    return FileLock(f"{(base if worker_id == 'master' else base.parent) / 'generate_compile'}.lock")
+    return base if worker_id == "master" else base.parent
 
 
 @pytest.fixture
