@@ -21,9 +21,9 @@ venv: $(STAMP)
 # lint-imports first (the layers in pyproject's [tool.importlinter]; a violation fails the target, the tests still
 # run), then two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run), side by side:
 # the SLURM tests on one worker (their cluster has a fixed path, bridge and ports; their jobs mostly wait on SLURM's
-# time limits and requeues), everything else on four workers (worksteal: a worker that runs out takes tests from
-# another): many tests wait (on a rank's start, a watchdog, a shared run another worker is making), so four keep both
-# cores busy (a loaded fresh clone took 1136 s of tests with three). The SLURM run's output is printed when both are done;
+# time limits and requeues), everything else on three workers (worksteal: a worker that runs out takes tests from
+# another): many tests wait (on a rank's start, a watchdog, a shared run another worker is making), so a third keeps both
+# cores busy (a fourth was slower: 1212 s of tests in a loaded fresh clone against 1136 s with three). The SLURM run's output is printed when both are done;
 # the target fails if any step does.
 # One torch/OpenMP thread per process: two workers already fill two cores, and on a busy machine an OpenMP team whose
 # threads outnumber the free cores waits at every barrier for a descheduled thread (tests that need more set it).
@@ -33,7 +33,7 @@ test: $(STAMP) slurm-packages
 	@rc=0; \
 	$(BIN)/lint-imports || rc=$$?; \
 	$(PYTEST) -n 1 --durations=10 tests/launch > $(LAUNCH_LOG) 2>&1 & launch=$$!; \
-	$(PYTEST) -n 4 --dist worksteal --durations=30 --ignore=tests/launch tests || rc=$$?; \
+	$(PYTEST) -n 3 --dist worksteal --durations=30 --ignore=tests/launch tests || rc=$$?; \
 	wait $$launch || rc=$$?; \
 	echo "== tests/launch (ran alongside the tests above) =="; cat $(LAUNCH_LOG); \
 	exit $$rc

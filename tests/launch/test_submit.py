@@ -32,18 +32,20 @@ def submit(run: Path, data: Path, *args: str, env: dict | None = None) -> str:
 @pytest.fixture(scope="module")
 def jobs(slurm, prepared_data, reference, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("submit")
-    # SLURM checks time limits every 30 s and signals when `now + lead + 30 s >= end`: with a 5 s lead on a 1 min
-    # limit the warning comes 25-55 s after each start. The time-limited job's first two attempts wait in start-up
+    # SLURM checks time limits every 30 s and signals when `now + lead + 30 s >= end`: with a 5 s lead on a 2 min
+    # limit the warning comes 85-115 s after each start. The time-limited job's first two attempts wait in start-up
     # for that warning (fault startup_gate@0 and @1: an event, not a guess of how long the steps take at this
     # machine's load), so it meets its time limit twice whatever the load, then completes on the third attempt;
-    # the uninterrupted run of the same steps is not cut. Waiting costs no CPU.
+    # the uninterrupted run of the same steps is not cut. Waiting costs no CPU. 2 min, not 1: on a loaded machine
+    # (a fresh clone beside two busy loops and four xdist workers) an attempt spent 45 s starting its ranks and 1.3 s
+    # per step, so the third attempt was cut too and the job needed 8 attempts (> 420 s).
     specs = {"same": (prepared_data, "--time", "10"),
              "long": (prepared_data, "--train.steps", str(LONG_STEPS), "--time", "10"),
-             "timelimit": (prepared_data, "--train.steps", str(LONG_STEPS), "--time", "1", "--signal-lead", "5")}
+             "timelimit": (prepared_data, "--train.steps", str(LONG_STEPS), "--time", "2", "--signal-lead", "5")}
     gated = {"MYTHOS_FAULTS": "startup_gate@0,startup_gate@1"}
     ids = {name: submit(root / name, data, *args, env=gated if name == "timelimit" else None)
            for name, (data, *args) in specs.items()}
-    infos = {name: slurm.wait_done(jid, timeout=420) for name, jid in ids.items()}
+    infos = {name: slurm.wait_done(jid, timeout=600) for name, jid in ids.items()}
     return {name: {"id": ids[name], "info": infos[name], "run": root / name} for name in specs}
 
 
