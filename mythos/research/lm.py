@@ -46,7 +46,7 @@ class LMScale:
 
 SCALES = {
     "tiny": LMScale((32, 48, 64), 2, 2, 32, 1, 2),
-    "cpu": LMScale((32, 64, 96), 150, 8, 64, 4, 4),
+    "cpu": LMScale((32, 64, 96), 600, 16, 128, 4, 4),  # 1.23M tokens: the demo's budget (issue 21)
     "gpu": LMScale((256, 512, 1024), 3000, 32, 512, 16, 8, 1e-3, "cuda"),
 }
 
