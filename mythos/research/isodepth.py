@@ -65,7 +65,9 @@ def arm_configs(s: IsoDepthScale) -> dict[str, ModelConfig]:
 
 
 def fingerprint(name: str, s: IsoDepthScale, seed: int) -> str:
-    blob = json.dumps([name, seed, dataclasses.asdict(s), dataclasses.asdict(arm_configs(s)[name])], sort_keys=True)
+    # "every-prefix": the task scores every position (runs that scored only the last one are not reused)
+    blob = json.dumps([name, seed, dataclasses.asdict(s), dataclasses.asdict(arm_configs(s)[name]), "every-prefix"],
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -110,9 +110,10 @@ class PrefixParity:
 class PHop:
     """p-hop induction (Sanford et al. 2024; Saunshi et al. 2025's iso-depth task): a hop-count token HOP_p, then T
     symbols v_1..v_T from an alphabet of `n_symbols`. hop(i) = 1 + the last j < i with v_j = v_i (the symbol after
-    the previous occurrence of v_i); the target at position T is v at hop^p(T). A row where a hop has no previous
-    occurrence is drawn again. Each hop is one induction step, so p hops need depth that grows with p (log p with
-    doubling); the row's k is p. Chance: about 1/n_symbols."""
+    the previous occurrence of v_i); the target at every position i is v at hop^p(i) (not scored where a hop finds
+    no previous occurrence), so each row trains every prefix, as in prefix parity; the evaluated answer is the last
+    position's, and a row whose last position has no answer is drawn again. Each hop is one induction step, so p hops
+    need depth that grows with p (log p with doubling); the row's k is p. Chance: about 1/n_symbols."""
 
     name = "p-hop"
 
@@ -125,9 +126,9 @@ class PHop:
         self.chance = 1.0 / n_symbols
 
     @staticmethod
-    def answer(v: list[int], p: int) -> int | None:
-        """v at hop^p(last position), or None when a hop finds no previous occurrence (brute force, 0-based)."""
-        i = len(v) - 1
+    def answer(v: list[int], p: int, i: int | None = None) -> int | None:
+        """v at hop^p(i) (default the last position), or None when a hop finds no previous occurrence (0-based)."""
+        i = len(v) - 1 if i is None else i
         for _ in range(p):
             prev = [j for j in range(i) if v[j] == v[i]]
             if not prev:
@@ -145,7 +146,7 @@ class PHop:
                     break
             toks[b, 0] = self.n_symbols + p - 1
             toks[b, 1:] = torch.tensor(v)
-            tgt[b, -1] = a
+            tgt[b, 1:] = torch.tensor([-100 if (t := self.answer(v, p, i)) is None else t for i in range(len(v))])
         return Batch(toks, tgt, ps, torch.full((batch,), self.seq_len - 1, dtype=torch.long))
 
 

@@ -83,15 +83,24 @@ def test_curriculum_raises_max_n_over_the_first_third():
 
 
 def test_phop_answers_match_brute_force():
-    """Every target is the symbol reached after p 'previous occurrence' hops, recomputed here independently."""
+    """Every position's target is the symbol reached after p 'previous occurrence' hops from it (not scored where a
+    hop has nowhere to go), recomputed here independently; the last position always has one."""
     from mythos.research.tasks import PHop
     task = PHop(n_symbols=3, length=10, max_p=3)
     b = task.sample(64, [1, 2, 3], torch.Generator().manual_seed(0))
     assert b.tokens_BT.shape == (64, 11) and set(b.k_B.tolist()) == {1, 2, 3}
     for row, tgt, p in zip(b.tokens_BT.tolist(), b.targets_BT.tolist(), b.k_B.tolist()):
         assert row[0] == task.n_symbols + p - 1 and all(0 <= v < task.n_symbols for v in row[1:])
-        v, i = row[1:], len(row) - 2
-        for _ in range(p):
-            i = max(j for j in range(i) if v[j] == v[i]) + 1
-        assert tgt[-1] == v[i] and all(t == -100 for t in tgt[:-1])
+        v = row[1:]
+        assert tgt[0] == -100
+        for start, t in enumerate(tgt[1:]):
+            i = start
+            for _ in range(p):
+                prev = [j for j in range(i) if v[j] == v[i]]
+                i = prev[-1] + 1 if prev else None
+                if i is None:
+                    break
+            assert t == (-100 if i is None else v[i])
+        assert tgt[-1] != -100
+    assert sum(t != -100 for t in b.targets_BT.flatten().tolist()) > 64 * 3  # most prefixes are scored
     assert PHop.answer([0, 1, 2], 1) is None and PHop.answer([2, 0, 1, 2], 1) == 0
