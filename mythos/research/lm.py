@@ -185,6 +185,8 @@ def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_pro
     mid = s.dims[-1]
     specs[f"looped-fixed-d{mid}"] = looped_cfg(mid, vocab, fixed=True)
     specs[f"looped-fullbptt-d{mid}"] = looped_cfg(mid, vocab, backprop_k=0)
+    # positive control: if depth pays on this corpus at this budget, 1 dense layer is clearly worse than dense_layers
+    specs[f"depth-control-1layer-d{mid}"] = dense_cfg(mid, vocab, 1)
     results = {"scale": dataclasses.asdict(s), "data": data, "unigram_entropy": unigram_entropy(data), "runs": {}}
 
     def done(name: str, row: dict) -> None:
@@ -197,7 +199,7 @@ def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_pro
     results["runs"] = {name: results["runs"][name] for name in specs}  # a stable order whatever finished first
     dense_pts = [(r["params"], r["val_loss"]) for n, r in results["runs"].items() if n.startswith("dense")]
     for name, r in results["runs"].items():
-        if not name.startswith("dense"):
+        if "loss_by_loops" in r:  # looped runs
             r["dense_equivalent_params"] = dense_equivalent(r["params"], r["val_loss"], dense_pts)
     return results, lm_plots(results, out_dir)
 

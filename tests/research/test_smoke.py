@@ -47,10 +47,10 @@ def test_depth_smoke(task, tmp_path):
 def test_lm_smoke(prepared_data, tmp_path):
     assert main(["lm", "--scale", "tiny", "--out", str(tmp_path), "--data", str(prepared_data)]) == 0
     res = _check_outputs(tmp_path / "lm")
-    assert len(res["runs"]) == 8 and _finite(res["unigram_entropy"])
+    assert len(res["runs"]) == 9 and _finite(res["unigram_entropy"])
     for name, r in res["runs"].items():
         assert _finite(r["val_loss"]) and r["params"] > 0 and r["train_flops"] > 0
-        if not name.startswith("dense"):
+        if name.startswith("looped"):
             assert [int(n) for n in r["loss_by_loops"]] == [1, 2, 3, 4, 6, 8, 12, 16]
             assert len(r["diagnostics"]["per_loop"]) == 16 and _finite(r["val_loss_identity_block"])
             assert 0 < r["diagnostics"]["decay_max"] < 1
