@@ -51,13 +51,15 @@ SCALES = {
 }
 
 
-def looped_cfg(dim: int, vocab: int, fixed: bool = False, prelude_coda: int = 1, **loops) -> ModelConfig:
+def looped_cfg(dim: int, vocab: int, fixed: bool = False, prelude_coda: int = 1, loop_embedding: bool = True,
+               **loops) -> ModelConfig:
     """The `tiny` demo model's shape at width `dim` (dim 256 is exactly `tiny`); `prelude_coda` dense blocks before
     and after the loop."""
     lp = LoopConfig(distribution="fixed" if fixed else "poisson", mean=4.0, min=1, max=8, backprop_k=2, inference=4)
     lp = dataclasses.replace(lp, **loops)
     return ModelConfig(
         vocab_size=vocab, dim=dim, n_heads=4, n_prelude=prelude_coda, n_coda=prelude_coda, lora_rank=8, loops=lp,
+        loop_embedding=loop_embedding,
         attention=AttentionConfig(kind="mla", kv_lora_rank=dim // 4, nope_dim=max(8, dim // 8), rope_dim=16,
                                   v_head_dim=dim // 4),
         moe=MoEConfig(n_routed=8, top_k=2, expert_dim=3 * dim // 2, n_shared=1)).validate()
@@ -188,6 +190,8 @@ def run_lm(out_dir: Path, scale: str, log=print, data: str | None = None, on_pro
     specs[f"looped-fullbptt-d{mid}"] = looped_cfg(mid, vocab, backprop_k=0)
     # the shipped prelude + coda hurt length extrapolation on prefix parity: does dropping them cost on language?
     specs[f"looped-noprelude-d{mid}"] = looped_cfg(mid, vocab, prelude_coda=0)
+    # the loop-index embedding hurt length extrapolation on prefix parity too
+    specs[f"looped-noloopemb-d{mid}"] = looped_cfg(mid, vocab, loop_embedding=False)
     # positive control: if depth pays on this corpus at this budget, 1 dense layer is clearly worse than dense_layers
     specs[f"depth-control-1layer-d{mid}"] = dense_cfg(mid, vocab, 1)
     results = {"scale": dataclasses.asdict(s), "data": data, "unigram_entropy": unigram_entropy(data), "runs": {}}

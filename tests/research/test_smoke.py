@@ -47,7 +47,7 @@ def test_depth_smoke(task, tmp_path):
 def test_lm_smoke(prepared_data, tmp_path):
     assert main(["lm", "--scale", "tiny", "--out", str(tmp_path), "--data", str(prepared_data)]) == 0
     res = _check_outputs(tmp_path / "lm")
-    assert len(res["runs"]) == 10 and _finite(res["unigram_entropy"])
+    assert len(res["runs"]) == 11 and _finite(res["unigram_entropy"])
     for name, r in res["runs"].items():
         assert _finite(r["val_loss"]) and r["params"] > 0 and r["train_flops"] > 0
         if name.startswith("looped"):
