@@ -54,6 +54,8 @@ def test_lm_smoke(prepared_data, tmp_path):
             assert [int(n) for n in r["loss_by_loops"]] == [1, 2, 3, 4, 6, 8, 12, 16]
             assert len(r["diagnostics"]["per_loop"]) == 16 and _finite(r["val_loss_identity_block"])
             assert 0 < r["diagnostics"]["decay_max"] < 1
+    table = (tmp_path / "lm" / "summary.md").read_text()
+    assert all(f"| {name} |" in table for name in res["runs"])  # every run has its row
 
 
 def test_stability_smoke(prepared_data, tmp_path):
