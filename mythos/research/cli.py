@@ -6,13 +6,16 @@
                  loops=n-nopos, loops=n+loopemb, loops=n+lora, loops=n-openmythos, loops=n-additive,
                  loops=n-h0embed, loops=n+prelude-coda); act (halting, not told n: loops used against n); resumes
   isodepth   (a) p-hop induction: one block looped L times vs L dense layers vs 1 dense layer; resumes
-  lm         (b) language (stdlib corpus): loss vs params / FLOPs, loss vs inference loops (fixed vs sampled),
-                 why the demo's loss is flat across loop counts
+  lm         (b) language (stdlib corpus, 1.23M tokens per run): loss vs params / FLOPs, loss vs inference loops
+                 (fixed vs sampled), per-loop state diagnostics; controls: 1 dense layer, no prelude/coda, no loop
+                 embedding
   stability  (c) LTI injection vs unconstrained injection at 1x / 3x / 10x the learning rate
   act        (d) adaptive compute: halting saves compute in cached decode; loops used vs loss, decode tokens/s
 
-Each writes results.json and PNG plots under OUT/EXPERIMENT/. `--scale cpu` is the default (<= 20 CPU minutes on
-2 cores), `tiny` is the seconds-long smoke size the tests use, `gpu` the same experiment sized for one accelerator.
+Each writes results.json and PNG plots under OUT/EXPERIMENT/. `--scale cpu` is the default (minutes to about an hour
+per experiment on 2 cores: parity's four headline arms take 8 minutes per seed with --jobs 2, lm's 11 runs about
+50 CPU-minutes), `tiny` is the seconds-long smoke size the tests use, `gpu` the same experiment sized for one
+accelerator.
 """
 from __future__ import annotations
 
