@@ -22,9 +22,9 @@ venv: $(STAMP)
 # run), then two pytest-xdist runs (a test that crashes the interpreter fails alone; the rest still run), side by side:
 # the SLURM tests on one worker (their cluster has a fixed path, bridge and ports; their jobs mostly wait on SLURM's
 # time limits and requeues), everything else on three workers (worksteal: a worker that runs out takes tests from
-# another): many tests wait (on a rank's start, a watchdog, a shared run another worker is making), so a third keeps both
-# cores busy (a fourth was slower: 1212 s of tests in a loaded fresh clone against 1136 s with three). The SLURM run's output is printed when both are done;
-# the target fails if any step does.
+# another): many tests wait (on a rank's start, a watchdog, a shared run another worker is making), so a third keeps
+# both cores busy (a fourth was slower: 1212 s of tests in a loaded fresh clone against 1136 s with three). The SLURM
+# run's output is printed when both are done; the target fails if any step does.
 # One torch/OpenMP thread per process: two workers already fill two cores, and on a busy machine an OpenMP team whose
 # threads outnumber the free cores waits at every barrier for a descheduled thread (tests that need more set it).
 PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest --timeout=900

@@ -30,7 +30,6 @@ from mythos.research.jobs import run_pieces
 from mythos.train.trainer import train
 
 EVAL_LOOPS = [1, 2, 3, 4, 6, 8, 12, 16]
-EVAL_LOOPS_HEAD = [f"{n} loops" for n in EVAL_LOOPS]
 
 
 @dataclass
@@ -218,17 +217,18 @@ def summary_table(res: dict) -> str:
     inference loop count), then the per-loop state diagnostics."""
     runs = res["runs"]
     lines = [f"Unigram entropy: {res['unigram_entropy']:.4f} nats/token.", "",
-             "| run | params | train FLOPs | val loss | vs unigram | identity-block loss |", "|---|---|---|---|---|---|"]
+             "| run | params | train FLOPs | val loss | vs unigram | identity-block loss |",
+             "|---|---|---|---|---|---|"]
     for name, r in runs.items():
         ident = f"{r['val_loss_identity_block']:.4f}" if "val_loss_identity_block" in r else "-"
         lines.append(f"| {name} | {r['params'] / 1e6:.3f}M | {r['train_flops']:.2e} | {r['val_loss']:.4f} | "
                      f"{r['val_loss'] / res['unigram_entropy'] - 1:+.1%} | {ident} |")
     looped = {n: r for n, r in runs.items() if "loss_by_loops" in r}
-    lines += ["", "| run | " + " | ".join(EVAL_LOOPS_HEAD) + " |", "|---|" + "---|" * len(EVAL_LOOPS_HEAD)]
+    lines += ["", "| run | " + " | ".join(f"{n} loops" for n in EVAL_LOOPS) + " |", "|---|" + "---|" * len(EVAL_LOOPS)]
     for name, r in looped.items():
         lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in r["loss_by_loops"].values()) + " |")
-    lines += ["", "| run | a mean [min, max] | rel change, loops 1..8 | dir change, loops 1..4 | block share, loops 1..4 |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| run | a mean [min, max] | rel change, loops 1..8 | dir change, loops 1..4 "
+                  "| block share, loops 1..4 |", "|---|---|---|---|---|"]
     for name, r in looped.items():
         d, rows = r["diagnostics"], r["diagnostics"]["per_loop"]
         lines.append(f"| {name} | {d['decay_mean']:.3f} [{d['decay_min']:.3f}, {d['decay_max']:.3f}] | "
